@@ -1,0 +1,279 @@
+"""Plain-data configuration: one frozen dataclass per `params.yaml` section.
+
+Values are type-checked when they are read (from a params file or a `--set key=value` override), and
+range-checked in `__post_init__`, with messages that name the key the way the user writes it
+(`train.warmdown_frac must be in [0, 1], got 1.3`). Stage functions receive these objects and never
+read files or the environment themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from stages.errors import GolfError
+
+
+class ConfigError(GolfError):
+    """A params value or override that does not fit the schema."""
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the baseline GPT of the challenge (spec §2.1). The full preset is 9 layers x 512."""
+
+    vocab_size: int = 1024
+    num_layers: int = 9
+    model_dim: int = 512
+    num_heads: int = 8
+    num_kv_heads: int = 4
+    mlp_mult: int = 2
+    tied_embed_init_std: float = 0.005
+    logit_softcap: float = 30.0
+    rope_base: float = 10000.0
+    qk_gain_init: float = 1.5
+
+    def __post_init__(self) -> None:
+        for key in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult"):
+            _check(getattr(self, key) >= 1, f"model.{key} must be >= 1, got {getattr(self, key)}")
+        _check(self.vocab_size <= 65536, f"model.vocab_size must fit uint16 shards (<= 65536), "
+               f"got {self.vocab_size}")
+        _check(self.model_dim % self.num_heads == 0,
+               f"model.model_dim ({self.model_dim}) must be divisible by model.num_heads "
+               f"({self.num_heads})")
+        _check(self.num_heads % self.num_kv_heads == 0,
+               f"model.num_heads ({self.num_heads}) must be divisible by model.num_kv_heads "
+               f"({self.num_kv_heads})")
+        _check((self.model_dim // self.num_heads) % 2 == 0,
+               f"model.model_dim / model.num_heads must be even for RoPE, got "
+               f"{self.model_dim // self.num_heads}")
+        _check(self.logit_softcap > 0, f"model.logit_softcap must be > 0, got {self.logit_softcap}")
+
+
+@dataclass(frozen=True)
+class TokenizeParams:
+    """How `golf tokenize` turns a corpus into a tokenizer and token shards."""
+
+    vocab_size: int = 1024
+    # A document goes to validation when its SHA-256 falls in this fraction of the hash space, so the
+    # split depends only on the text: the same text can never land on both sides.
+    val_fraction: float = 0.1
+    max_docs: int = 0  # 0 = every document of the corpus
+    shard_tokens: int = 100_000_000  # tokens per shard, as the official exporter
+    character_coverage: float = 0.9995
+
+    def __post_init__(self) -> None:
+        _check(self.vocab_size >= 260 or self.vocab_size == 0,
+               f"tokenize.vocab_size must be >= 260 (4 control ids + 256 byte-fallback ids), "
+               f"got {self.vocab_size}")
+        _check(self.vocab_size <= 65536, f"tokenize.vocab_size must be <= 65536, got {self.vocab_size}")
+        _check(0.0 < self.val_fraction < 1.0,
+               f"tokenize.val_fraction must be in (0, 1), got {self.val_fraction}")
+        _check(self.max_docs >= 0, f"tokenize.max_docs must be >= 0, got {self.max_docs}")
+        _check(self.shard_tokens >= 1, f"tokenize.shard_tokens must be >= 1, got {self.shard_tokens}")
+        _check(0.9 <= self.character_coverage <= 1.0,
+               f"tokenize.character_coverage must be in [0.9, 1], got {self.character_coverage}")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimizer, schedule and budget of `golf train` (baseline defaults from spec §3)."""
+
+    seed: int = 1337
+    max_steps: int = 20000  # step cap, in addition to the wall-clock cap
+    max_wallclock_seconds: float = 600.0  # 0 = no wall-clock cap
+    batch_tokens: int = 524288
+    seq_len: int = 1024
+    grad_accum_steps: int = 1  # the batch is split into this many micro-batches
+    # Flat LR, then linear decay over the last `warmdown_frac` of the run (progress is the larger of
+    # steps/max_steps and elapsed/max_wallclock_seconds), down to `min_lr_frac` of the peak.
+    warmdown_frac: float = 0.2
+    min_lr_frac: float = 0.0
+    matrix_lr: float = 0.04
+    embed_lr: float = 0.05
+    scalar_lr: float = 0.04
+    muon_momentum: float = 0.95
+    muon_momentum_warmup_start: float = 0.85
+    muon_momentum_warmup_steps: int = 500
+    muon_backend_steps: int = 5
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip_norm: float = 0.0  # 0 = off
+    ema_decay: float = 0.997
+    device: str = "auto"  # auto | cpu | cuda
+    autocast: str = "auto"  # auto (bf16 wherever it is faster) | bf16 | off
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        _check(self.max_steps >= 1, f"train.max_steps must be >= 1, got {self.max_steps}")
+        _check(self.max_wallclock_seconds >= 0,
+               f"train.max_wallclock_seconds must be >= 0, got {self.max_wallclock_seconds}")
+        _check(self.seq_len >= 2, f"train.seq_len must be >= 2, got {self.seq_len}")
+        _check(self.batch_tokens >= self.seq_len and self.batch_tokens % self.seq_len == 0,
+               f"train.batch_tokens ({self.batch_tokens}) must be a positive multiple of "
+               f"train.seq_len ({self.seq_len})")
+        _check(self.grad_accum_steps >= 1 and
+               (self.batch_tokens // self.seq_len) % self.grad_accum_steps == 0,
+               f"train.grad_accum_steps ({self.grad_accum_steps}) must divide the "
+               f"{self.batch_tokens // self.seq_len} sequences of a batch")
+        _check(0.0 <= self.warmdown_frac <= 1.0,
+               f"train.warmdown_frac must be in [0, 1], got {self.warmdown_frac}")
+        _check(0.0 <= self.min_lr_frac <= 1.0,
+               f"train.min_lr_frac must be in [0, 1], got {self.min_lr_frac}")
+        _check(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        for key in ("matrix_lr", "embed_lr", "scalar_lr", "grad_clip_norm"):
+            _check(getattr(self, key) >= 0, f"train.{key} must be >= 0, got {getattr(self, key)}")
+        _check(self.device in ("auto", "cpu", "cuda"),
+               f"train.device must be one of auto, cpu, cuda; got {self.device!r}")
+        _check(self.autocast in ("auto", "bf16", "off"),
+               f"train.autocast must be one of auto, bf16, off; got {self.autocast!r}")
+        _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
+
+
+@dataclass(frozen=True)
+class AverageParams:
+    """`golf average`: empty weights = uniform; otherwise one weight per input, normalised to sum 1."""
+
+    weights: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(all(w >= 0 for w in self.weights), f"average.weights must be >= 0, got {self.weights}")
+        _check(not self.weights or sum(self.weights) > 0, "average.weights must not all be zero")
+
+
+@dataclass(frozen=True)
+class QuantizeParams:
+    """`golf quantize`: which solver (`method`) and clip rule (`grid`) from the registries."""
+
+    method: str = "rtn"
+    grid: str = "percentile"
+    bits: int = 8
+    clip_percentile: float = 99.99984  # the baseline's per-row clip quantile, in percent
+    # Tensors with at most this many elements stay in float (fp16, or fp32 for control tensors).
+    keep_float_max_numel: int = 65536
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.bits <= 8, f"quantize.bits must be in [2, 8], got {self.bits}")
+        _check(0.0 < self.clip_percentile <= 100.0,
+               f"quantize.clip_percentile must be in (0, 100], got {self.clip_percentile}")
+        _check(self.keep_float_max_numel >= 0,
+               f"quantize.keep_float_max_numel must be >= 0, got {self.keep_float_max_numel}")
+
+
+@dataclass(frozen=True)
+class CompressParams:
+    """`golf compress`: codec and its level (null = the codec's strongest setting)."""
+
+    codec: str = "zstd"
+    level: int | None = None
+    limit_bytes: int = 16_000_000  # decimal bytes, code included
+
+    def __post_init__(self) -> None:
+        _check(self.limit_bytes >= 1, f"compress.limit_bytes must be >= 1, got {self.limit_bytes}")
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """`golf eval`: how the validation split is scored."""
+
+    mode: str = "chunked"
+    seq_len: int = 1024
+    batch_seqs: int = 8
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.mode in ("chunked",), f"eval.mode must be one of chunked; got {self.mode!r}")
+        _check(self.seq_len >= 1, f"eval.seq_len must be >= 1, got {self.seq_len}")
+        _check(self.batch_seqs >= 1, f"eval.batch_seqs must be >= 1, got {self.batch_seqs}")
+        _check(self.device in ("auto", "cpu", "cuda"),
+               f"eval.device must be one of auto, cpu, cuda; got {self.device!r}")
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "tokenize": TokenizeParams,
+    "train": TrainParams,
+    "average": AverageParams,
+    "quantize": QuantizeParams,
+    "compress": CompressParams,
+    "eval": EvalParams,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Type-checked construction from plain mappings (params.yaml sections, --set overrides)
+# ---------------------------------------------------------------------------------------------------
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` as type `tp`, or raise a one-line error naming `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def build_section(section: str, values: dict[str, Any]) -> Any:
+    """Build the dataclass of `section` from a mapping; unknown keys and bad types are errors."""
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown params section {section!r}")
+    cls = SECTIONS[section]
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"params section {section!r} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown key {section}.{key} (known: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-data view of a config dataclass (for artifact metadata and JSON)."""
+    return dataclasses.asdict(obj)
