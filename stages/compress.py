@@ -1,0 +1,201 @@
+"""`golf compress`: one self-describing blob per model, and the 16,000,000-byte accounting.
+
+Blob layout (all integers little-endian):
+
+    magic    8 bytes   b"GOLFBLOB"
+    version  u16       BLOB_VERSION
+    codec    u8 length + ASCII name ("zstd", "brotli", "lzma")
+    raw_len  u64       length of the payload before compression
+    sha256   32 bytes  of the payload before compression (also the hash of the artifact it holds)
+    comp_len u64       length of what follows
+    data     comp_len bytes
+
+The payload is the artifact file exactly as `golf quantize` wrote it, so decompression gives back
+those bytes, checked against the stored SHA-256; a damaged or truncated blob is refused.
+
+What counts toward the limit is defined here and nowhere else: `COUNTED_CODE` below. The limit is the
+challenge's: compressed model bytes + code bytes <= 16,000,000 decimal bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import brotli
+import zstandard
+
+from stages.errors import GolfError
+
+MAGIC = b"GOLFBLOB"
+BLOB_VERSION = 1
+_FIXED = struct.Struct("<8sH")
+
+
+class BlobError(GolfError):
+    """A blob that is damaged, truncated, or written by an unknown version or codec."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    compress: Callable[[bytes, int], bytes]
+    decompress: Callable[[bytes], bytes]
+    default_level: int  # the strongest setting
+    levels: range
+
+
+def _zstd_compress(data: bytes, level: int) -> bytes:
+    return zstandard.ZstdCompressor(level=level).compress(data)
+
+
+def _zstd_decompress(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompress(data)
+
+
+def _brotli_compress(data: bytes, level: int) -> bytes:
+    return brotli.compress(data, mode=brotli.MODE_GENERIC, quality=level, lgwin=24)
+
+
+def _lzma_compress(data: bytes, level: int) -> bytes:
+    return lzma.compress(data, preset=level | lzma.PRESET_EXTREME)
+
+
+CODECS: dict[str, Codec] = {
+    "zstd": Codec(_zstd_compress, _zstd_decompress, 22, range(1, 23)),
+    "brotli": Codec(_brotli_compress, brotli.decompress, 11, range(0, 12)),
+    "lzma": Codec(_lzma_compress, lzma.decompress, 9, range(0, 10)),
+}
+
+
+def get_codec(name: str) -> Codec:
+    if name not in CODECS:
+        raise BlobError(f"compress.codec {name!r} is not available (known: {', '.join(CODECS)})")
+    return CODECS[name]
+
+
+def is_blob(data: bytes) -> bool:
+    return data[:len(MAGIC)] == MAGIC
+
+
+def pack(payload: bytes, codec_name: str, level: int | None = None) -> bytes:
+    """Compress `payload` into a blob, and check that it decompresses to the same bytes."""
+    codec = get_codec(codec_name)
+    level = codec.default_level if level is None else level
+    if level not in codec.levels:
+        raise BlobError(f"compress.level {level} is out of range for {codec_name} "
+                        f"({codec.levels.start}..{codec.levels.stop - 1})")
+    body = codec.compress(payload, level)
+    name = codec_name.encode("ascii")
+    blob = b"".join([
+        _FIXED.pack(MAGIC, BLOB_VERSION), struct.pack("<B", len(name)), name,
+        struct.pack("<Q", len(payload)), hashlib.sha256(payload).digest(),
+        struct.pack("<Q", len(body)), body,
+    ])
+    if unpack(blob, "<new blob>").payload != payload:  # never ship a blob that does not round-trip
+        raise BlobError(f"{codec_name} round trip failed")
+    return blob
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    payload: bytes
+    codec: str
+    version: int
+    sha256: str
+    compressed_bytes: int
+
+
+def unpack(blob: bytes, source: str) -> Unpacked:
+    """Decompress and verify a blob; `source` names it in errors."""
+    if len(blob) < _FIXED.size or not is_blob(blob):
+        raise BlobError(f"{source}: not a golf blob (bad magic)")
+    _, version = _FIXED.unpack_from(blob)
+    if version != BLOB_VERSION:
+        raise BlobError(f"{source}: blob format version {version} is not supported "
+                        f"(this golf reads version {BLOB_VERSION})")
+    try:
+        pos = _FIXED.size
+        (n,) = struct.unpack_from("<B", blob, pos)
+        codec_name = blob[pos + 1:pos + 1 + n].decode("ascii")
+        pos += 1 + n
+        (raw_len,) = struct.unpack_from("<Q", blob, pos)
+        digest = blob[pos + 8:pos + 40]
+        (comp_len,) = struct.unpack_from("<Q", blob, pos + 40)
+        pos += 48
+    except (struct.error, UnicodeDecodeError):
+        raise BlobError(f"{source}: truncated blob header") from None
+    body = blob[pos:]
+    if len(body) != comp_len or len(digest) != 32:
+        raise BlobError(f"{source}: truncated or padded blob ({len(body)} payload bytes, "
+                        f"header says {comp_len})")
+    codec = get_codec(codec_name)
+    try:
+        payload = codec.decompress(body)
+    except Exception as e:  # each codec raises its own error type
+        raise BlobError(f"{source}: {codec_name} payload is damaged ({type(e).__name__})") from None
+    if len(payload) != raw_len or hashlib.sha256(payload).digest() != digest:
+        raise BlobError(f"{source}: checksum mismatch: the blob is damaged")
+    return Unpacked(payload, codec_name, version, "sha256:" + digest.hex(), len(blob))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Size accounting
+# ---------------------------------------------------------------------------------------------------
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# The code that counts: every Python source file of the library and of the CLI, i.e. everything golf
+# needs to rebuild, dequantize and score a model from a blob (and to train it). Counted raw, as UTF-8
+# bytes on disk: no minification or self-extracting wrapper.
+COUNTED_CODE = ("stages/**/*.py", "golfcli/**/*.py")
+
+
+def code_files(root: Path = PACKAGE_ROOT) -> list[Path]:
+    files: set[Path] = set()
+    for pattern in COUNTED_CODE:
+        files.update(p for p in root.glob(pattern) if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(files)
+
+
+def code_bytes(root: Path = PACKAGE_ROOT) -> int:
+    return sum(p.stat().st_size for p in code_files(root))
+
+
+def size_report(model_bytes: int, limit_bytes: int = 16_000_000) -> dict:
+    """Compressed model bytes + counted code bytes against the limit."""
+    code = code_bytes()
+    total = model_bytes + code
+    return {
+        "model_bytes": model_bytes,
+        "code_bytes": code,
+        "code_files": len(code_files()),
+        "total_bytes": total,
+        "limit_bytes": limit_bytes,
+        "headroom_bytes": limit_bytes - total,
+        "fits": total <= limit_bytes,
+    }
+
+
+def compress(payload: bytes, source: str, params) -> tuple[bytes, dict]:
+    """`golf compress`: check `payload` is a golf artifact, pack it, and account for its size.
+
+    Args:
+        payload: the bytes of a quantized (or checkpoint) artifact file.
+        source: its name, for errors.
+        params: the `compress` section (CompressParams).
+
+    Returns:
+        The blob, and the size report (with the codec and the artifact hash added).
+    """
+    from stages.artifacts import from_bytes  # local: keeps this module importable on its own
+
+    artifact = from_bytes(payload, source, expect=("quantized", "checkpoint"))
+    blob = pack(payload, params.codec, params.level)
+    report = size_report(len(blob), params.limit_bytes)
+    report.update(codec=params.codec, level=params.level or get_codec(params.codec).default_level,
+                  payload_bytes=len(payload), payload_kind=artifact.kind,
+                  payload_sha256="sha256:" + hashlib.sha256(payload).hexdigest())
+    return blob, report
