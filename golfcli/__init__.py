@@ -1,0 +1,1 @@
+"""The `golf` command line: parse, call a `stages` function, print."""

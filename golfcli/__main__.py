@@ -1,0 +1,3 @@
+from golfcli.main import main
+
+main()

@@ -1,0 +1,302 @@
+"""`golf`: one short click command per stage. Each parses, calls a `stages` function, prints.
+
+Every stage command reads its own section of `params.yaml` (`--params FILE` for another file) and
+accepts `--set key=value` overrides (`--set model.num_layers=2` for other sections it reads). Errors
+in the user's input are one line on stderr and exit status 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from golfcli.params import load_params
+from stages import __version__
+from stages.errors import GolfError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+class GolfGroup(click.Group):
+    """Turns library errors into one-line messages with a non-zero exit."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GolfError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            name = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{name}{e.strerror or e}") from None
+
+
+def stage_options(f):
+    """--params and --set, shared by every stage command."""
+    f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a params value (repeatable); KEY is `key` for this stage's "
+                          "section or `section.key`.")(f)
+    f = click.option("--params", "params_file", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, help="Params file [default: ./params.yaml if present, "
+                                        "else built-in defaults].")(f)
+    return f
+
+
+def echo_err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+class LazyBar:
+    """A tqdm bar that appears only once work starts, so an early error stays a single line."""
+
+    def __init__(self, total: int | None, desc: str, unit: str):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.bar: tqdm | None = None
+
+    def start(self, total: int | None = None) -> tqdm:
+        if self.bar is None:
+            # On a terminal a live bar; in logs (DVC, CI) a line every 10 s is plenty.
+            self.bar = tqdm(total=total or self.total, desc=self.desc, unit=self.unit,
+                            file=sys.stderr, dynamic_ncols=True,
+                            mininterval=0.5 if sys.stderr.isatty() else 10.0)
+        return self.bar
+
+    def update(self, n: int = 1) -> None:
+        self.start().update(n)
+
+    def __enter__(self) -> LazyBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_bar(total: int | None, desc: str, unit: str) -> LazyBar:
+    return LazyBar(total, desc, unit)
+
+
+@click.group(cls=GolfGroup, context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="golf")
+def cli():
+    """Parameter golf as composable stages passing safetensors artifacts.
+
+    \b
+    tokenize -> train -> average -> quantize -> compress -> eval
+    Run the whole pipeline with `dvc repro`; each stage reads its section of params.yaml.
+    """
+
+
+@cli.command()
+@click.option("--corpus", default="stdlib-docs", metavar="SOURCE",
+              help="'stdlib-docs' (embedded), a .jsonl file of {\"text\": ...}, or a folder of .txt.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Data directory to write (replaced as a whole).")
+@click.option("--tokenizer", "tokenizer_model", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Reuse this SentencePiece model instead of training one.")
+@stage_options
+def tokenize(corpus, out_dir, tokenizer_model, params_file, overrides):
+    """Train a tokenizer (or reuse one) and write token shards + manifest.json.
+
+    Writes OUT/tokenizer.model, OUT/train_000000.bin..., OUT/val_000000.bin... (the official
+    parameter-golf shard format) and OUT/manifest.json. The validation split is fixed by a hash of
+    each document's text.
+    """
+    from stages.corpus import load_corpus
+    from stages.tokenize import tokenize as run
+
+    p = load_params(params_file, ("tokenize",), overrides)["tokenize"]
+    docs = load_corpus(corpus)
+    n = min(len(docs.docs), p.max_docs or len(docs.docs))
+    with progress_bar(n, "encoding", "doc") as bar:
+        m = run(docs, p, out_dir, tokenizer_model, on_progress=bar.update)
+    click.echo(f"{out_dir}: {docs.name}, {m['split']['documents']} documents, "
+               f"vocab {m['tokenizer']['vocab_size']}, "
+               f"train {m['train']['documents']} docs / {m['train']['tokens']:,} tokens, "
+               f"val {m['val']['documents']} docs / {m['val']['tokens']:,} tokens / "
+               f"{m['val']['text_bytes']:,} bytes (byte table: {m['val']['table_bytes']:,})")
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory: final.safetensors, ema.safetensors, train_metrics.json.")
+@stage_options
+def train(data_dir, run_dir, params_file, overrides):
+    """Train the baseline GPT on DATA_DIR's train shards.
+
+    Reads the `train` and `model` sections. Stops at train.max_steps or
+    train.max_wallclock_seconds, whichever comes first.
+    """
+    from stages import artifacts
+    from stages.artifacts import sha256_file, write_json_atomic
+    from stages.data import find_tokenizer, load_train_tokens
+    from stages.train import train as run
+    import sentencepiece as spm
+
+    p = load_params(params_file, ("train", "model"), overrides)
+    model_cfg, train_p = p["model"], p["train"]
+    tok = find_tokenizer(data_dir)
+    vocab = spm.SentencePieceProcessor(model_file=str(tok)).get_piece_size()
+    if vocab != model_cfg.vocab_size:
+        raise GolfError(f"model.vocab_size is {model_cfg.vocab_size} but {tok} has {vocab} pieces; "
+                        f"set model.vocab_size={vocab}")
+    data = load_train_tokens(data_dir)
+    manifest = Path(data_dir) / "manifest.json"
+    parent = sha256_file(manifest) if manifest.is_file() else \
+        artifacts.sha256_bytes("".join(data.shard_hashes).encode())
+    provenance = {"data_dir": str(data_dir), "tokenizer_sha256": sha256_file(tok),
+                  "train_shards": list(data.shard_hashes)}
+    echo_err(f"training on {data.num_tokens:,} tokens from {len(data.shards)} shard(s)")
+    with progress_bar(train_p.max_steps, "train", "step") as bar:
+        def on_step(info):
+            bar.update(1)
+            if info.step % train_p.log_every == 0 or info.step == 1:
+                bar.start().set_postfix(loss=f"{info.loss:.4f}", tok_s=f"{info.tokens_per_s:,.0f}",
+                                lr=f"{info.lr_scale:.2f}", refresh=False)
+        result = run(data, model_cfg, train_p, parents={"data": parent}, provenance=provenance,
+                     on_step=on_step)
+    artifacts.save(result.final, run_dir / "final.safetensors")
+    artifacts.save(result.ema, run_dir / "ema.safetensors")
+    write_json_atomic(run_dir / "train_metrics.json", result.metrics)
+    m = result.metrics
+    click.echo(f"{run_dir}: {m['steps']} steps, {m['tokens_seen']:,} tokens in "
+               f"{m['train_seconds']:.1f}s ({m['tokens_per_s']:,.0f} tok/s), "
+               f"final train loss {m['final_train_loss']:.4f}")
+
+
+@cli.command()
+@click.argument("checkpoints", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@stage_options
+def average(checkpoints, out, params_file, overrides):
+    """Average compatible checkpoints (uniform, or `average.weights`)."""
+    from stages import artifacts
+    from stages.average import average as run
+
+    p = load_params(params_file, ("average",), overrides)["average"]
+    loaded = [(str(c), artifacts.load(c, expect="checkpoint")) for c in checkpoints]
+    parents = {f"input_{i}": artifacts.sha256_file(c) for i, c in enumerate(checkpoints)}
+    digest = artifacts.save(run(loaded, p, parents=parents), out)
+    click.echo(f"{out}: average of {len(checkpoints)} checkpoint(s) "
+               f"(weights {p.weights or 'uniform'}), {digest[:19]}…")
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--method", default=None, help="Shortcut for --set method=...")
+@click.option("--grid", default=None, help="Shortcut for --set grid=...")
+@stage_options
+def quantize(checkpoint, out, method, grid, params_file, overrides):
+    """Quantize a checkpoint with `quantize.method` x `quantize.grid`."""
+    from stages import artifacts
+    from stages.quantize import quantize as run
+
+    overrides += tuple(f"{k}={v}" for k, v in (("method", method), ("grid", grid)) if v)
+    p = load_params(params_file, ("quantize",), overrides)["quantize"]
+    ckpt = artifacts.load(checkpoint, expect="checkpoint")
+    q = run(ckpt, p, parents={"checkpoint": artifacts.sha256_file(checkpoint)})
+    digest = artifacts.save(q, out)
+    schemes: dict[str, int] = {}
+    for entry in q.extra["tensors"].values():
+        schemes[entry["scheme"]] = schemes.get(entry["scheme"], 0) + 1
+    click.echo(f"{out}: {p.method}/{p.grid} int{p.bits}, tensors {schemes}, "
+               f"{out.stat().st_size:,} bytes, {digest[:19]}…")
+
+
+@cli.command()
+@click.argument("quantized", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--codec", default=None, help="Shortcut for --set codec=... (zstd, brotli, lzma).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the size accounting as JSON here.")
+@stage_options
+def compress(quantized, out, codec, report, params_file, overrides):
+    """Pack an artifact into one checksummed .golf blob and print the size accounting.
+
+    The total counts the compressed model plus the code bytes defined in
+    stages/compress.py (COUNTED_CODE) against the decimal limit (compress.limit_bytes).
+    """
+    from stages.artifacts import write_bytes_atomic, write_json_atomic
+    from stages.compress import compress as run
+
+    if codec:
+        overrides += (f"codec={codec}",)
+    p = load_params(params_file, ("compress",), overrides)["compress"]
+    if not quantized.is_file():
+        raise GolfError(f"{quantized}: no such file")
+    blob, r = run(quantized.read_bytes(), str(quantized), p)
+    write_bytes_atomic(out, blob)
+    if report is not None:
+        write_json_atomic(report, r)
+    click.echo(f"{out}: {r['codec']}-{r['level']} {r['payload_bytes']:,} -> {r['model_bytes']:,} bytes")
+    click.echo(f"  model {r['model_bytes']:>12,}\n  code  {r['code_bytes']:>12,}  "
+               f"({r['code_files']} files)\n  total {r['total_bytes']:>12,} / {r['limit_bytes']:,}  "
+               f"{'OK' if r['fits'] else 'OVER THE LIMIT'} ({r['headroom_bytes']:+,})")
+
+
+@cli.command(name="eval")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Data directory with val shards and the tokenizer.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the metrics JSON here.")
+@click.option("--mode", default=None, help="Shortcut for --set mode=...")
+@stage_options
+def eval_(model, data_dir, out, mode, params_file, overrides):
+    """Score MODEL (checkpoint, quantized artifact or .golf blob) on the validation split."""
+    from stages.artifacts import write_json_atomic
+    from stages.evaluate import evaluate_path
+
+    if mode:
+        overrides += (f"mode={mode}",)
+    p = load_params(params_file, ("eval",), overrides)["eval"]
+    with progress_bar(None, "eval", "window") as bar:
+        m = evaluate_path(model, data_dir, p, on_progress=bar.update, on_start=bar.start)
+    if out is not None:
+        write_json_atomic(out, m)
+    click.echo(f"{model}: val_loss {m['val_loss']:.4f}  val_bpb {m['val_bpb']:.4f}  "
+               f"({m['tokens']:,} tokens, {m['bytes']:,} bytes, {m['eval_seconds']:.1f}s)")
+
+
+@cli.command(name="inspect")
+@click.argument("artifact", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+def inspect_(artifact, as_json):
+    """Show an artifact's kind, format, config, parents, provenance and tensors."""
+    from stages.describe import describe
+
+    d = describe(artifact)
+    if as_json:
+        click.echo(json.dumps(d, indent=2, sort_keys=True))
+        return
+    click.echo(f"{d['file']}  ({d['file_bytes']:,} bytes, {d['sha256'][:19]}…)")
+    if "blob" in d:
+        b = d["blob"]
+        click.echo(f"blob       v{b['format_version']} {b['codec']}, payload {b['payload_bytes']:,} "
+                   f"bytes (x{b['ratio']}), {b['payload_sha256'][:19]}…")
+    click.echo(f"kind       {d['kind']} (format v{d['format_version']}, golf {d['golf_version']})")
+    click.echo("model      " + ", ".join(f"{k}={v}" for k, v in d["model_config"].items()))
+    for role, h in d["parents"].items():
+        click.echo(f"parent     {role}: {h}")
+    for k, v in d["provenance"].items():
+        text = json.dumps(v) if not isinstance(v, str) else v
+        click.echo(f"provenance {k}: {text if len(text) < 90 else text[:87] + '...'}")
+    for section, values in d["params"].items():
+        click.echo(f"params     {section}: " + json.dumps(values, sort_keys=True))
+    if "schemes" in d:
+        click.echo(f"schemes    {d['schemes']}")
+    click.echo(f"tensors    {len(d['tensors'])}, {d['total_numel']:,} values")
+    width = max(len(t["name"]) for t in d["tensors"])
+    for t in d["tensors"]:
+        click.echo(f"  {t['name']:<{width}}  {t['dtype']:<8} {t['shape']}")
+
+
+def main() -> None:
+    cli(prog_name="golf")
