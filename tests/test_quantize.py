@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from stages import artifacts
+from stages.config import QuantizeParams
+from stages.quant import GRIDS, METHODS, QuantizeError
+from stages.quantize import dequantize, quantize
+
+
+def _checkpoint(tiny_run):
+    run, _ = tiny_run
+    return artifacts.load(run / "final.safetensors", expect="checkpoint")
+
+
+@pytest.mark.parametrize("bits", [8, 6, 4])
+def test_dequantize_error_is_bounded_per_tensor(tiny_run, bits):
+    ckpt = _checkpoint(tiny_run)
+    params = QuantizeParams(bits=bits, clip_percentile=100.0, keep_float_max_numel=1024)
+    q = quantize(ckpt, params, parents={})
+    restored = dequantize(q)
+    assert restored.keys() == ckpt.tensors.keys()
+    qmax = 2 ** (bits - 1) - 1
+    for name, w in ckpt.tensors.items():
+        entry = q.extra["tensors"][name]
+        err = (restored[name] - w).abs()
+        if entry["scheme"] == "int_per_row":
+            codes = q.tensors[f"{name}.q"]
+            assert codes.dtype == torch.int8 and codes.abs().max() <= qmax
+            scale = q.tensors[f"{name}.scale"].float()
+            # With the clip at the row maximum nothing is clipped: half a step per entry at most
+            # (plus the fp16 rounding of the scale, which can move the range edge by one step).
+            bound = scale[:, None] * 0.5 + w.reshape(w.shape[0], -1).abs() * 1e-3
+            assert (err.reshape(w.shape[0], -1) <= bound).all(), name
+        elif entry["scheme"] == "float32":
+            assert torch.equal(restored[name], w)
+        else:
+            assert entry["scheme"] == "float16" and err.max() <= w.abs().max() * 1e-3
+
+
+def test_policy_small_and_control_tensors_stay_float(tiny_run):
+    ckpt = _checkpoint(tiny_run)
+    q = quantize(ckpt, QuantizeParams(keep_float_max_numel=4096), parents={"checkpoint": "h"})
+    table = q.extra["tensors"]
+    assert table["blocks.0.attn_scale"]["scheme"] == "float32"
+    assert table["blocks.0.mlp.fc.weight"]["scheme"] == "int_per_row"  # 128 x 64 = 8192
+    assert table["blocks.0.attn.c_k.weight"]["scheme"] == "float16"  # 32 x 64 = 2048
+    assert q.parents == {"checkpoint": "h"} and q.provenance["quantizer"] == "rtn/percentile"
+
+
+def test_percentile_clip_clips_outliers():
+    w = torch.ones(2, 1000)
+    w[0, 0] = 100.0
+    clip = GRIDS["percentile"](w, QuantizeParams(clip_percentile=99.0))
+    assert clip[0] < 2 and clip[1] == 1.0
+
+
+def test_registries_are_checked(tiny_run):
+    assert "rtn" in METHODS and "percentile" in GRIDS
+    ckpt = _checkpoint(tiny_run)
+    with pytest.raises(QuantizeError, match="quantize.method 'gptq' is not available"):
+        quantize(ckpt, QuantizeParams(method="gptq"), parents={})
+    with pytest.raises(QuantizeError, match="quantize.grid 'mse' is not available"):
+        quantize(ckpt, QuantizeParams(grid="mse"), parents={})
+
+
+def test_a_new_method_plugs_in_without_touching_callers(tiny_run):
+    METHODS["floor"] = lambda w, scale, qmax, **_: torch.clamp(
+        torch.floor(w / scale[:, None]), -qmax, qmax).to(torch.int8)
+    try:
+        q = quantize(_checkpoint(tiny_run), QuantizeParams(method="floor", keep_float_max_numel=0),
+                     parents={})
+        assert q.params["quantize"]["method"] == "floor"
+    finally:
+        del METHODS["floor"]
+
+
+def test_quantized_artifact_round_trips_through_disk(tmp_path, quantized_path):
+    q = artifacts.load(quantized_path, expect="quantized")
+    again = tmp_path / "again.safetensors"
+    artifacts.save(q, again)
+    assert again.read_bytes() == quantized_path.read_bytes()
+    with pytest.raises(artifacts.ArtifactError, match="expected a checkpoint artifact, got quantized"):
+        artifacts.load(quantized_path, expect="checkpoint")
