@@ -196,16 +196,14 @@ def quantize(checkpoint, out, method, grid, params_file, overrides):
     """Quantize a checkpoint with `quantize.method` x `quantize.grid`."""
     from stages import artifacts
     from stages.quantize import quantize as run
+    from stages.quantize import scheme_counts
 
     overrides += tuple(f"{k}={v}" for k, v in (("method", method), ("grid", grid)) if v)
     p = load_params(params_file, ("quantize",), overrides)["quantize"]
     ckpt = artifacts.load(checkpoint, expect="checkpoint")
     q = run(ckpt, p, parents={"checkpoint": artifacts.sha256_file(checkpoint)})
     digest = artifacts.save(q, out)
-    schemes: dict[str, int] = {}
-    for entry in q.extra["tensors"].values():
-        schemes[entry["scheme"]] = schemes.get(entry["scheme"], 0) + 1
-    click.echo(f"{out}: {p.method}/{p.grid} int{p.bits}, tensors {schemes}, "
+    click.echo(f"{out}: {p.method}/{p.grid} int{p.bits}, tensors {scheme_counts(q)}, "
                f"{out.stat().st_size:,} bytes, {digest[:19]}…")
 
 

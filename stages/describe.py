@@ -7,6 +7,7 @@ from pathlib import Path
 from stages import artifacts
 from stages.artifacts import ArtifactError, sha256_bytes
 from stages.compress import is_blob, unpack
+from stages.quantize import scheme_counts
 
 
 def describe(path: str | Path) -> dict:
@@ -31,8 +32,5 @@ def describe(path: str | Path) -> dict:
                       for k, v in sorted(art.tensors.items())]
     out["total_numel"] = sum(t["numel"] for t in out["tensors"])
     if art.kind == "quantized":
-        schemes: dict[str, int] = {}
-        for entry in art.extra.get("tensors", {}).values():
-            schemes[entry["scheme"]] = schemes.get(entry["scheme"], 0) + 1
-        out["schemes"] = schemes
+        out["schemes"] = scheme_counts(art)
     return out

@@ -77,3 +77,11 @@ def dequantize(artifact: Artifact) -> dict[str, torch.Tensor]:
         else:
             raise QuantizeError(f"unknown quantization scheme {scheme!r} for tensor {name}")
     return out
+
+
+def scheme_counts(artifact: Artifact) -> dict[str, int]:
+    """How many tensors of a quantized artifact use each storage scheme."""
+    counts: dict[str, int] = {}
+    for entry in artifact.extra.get("tensors", {}).values():
+        counts[entry["scheme"]] = counts.get(entry["scheme"], 0) + 1
+    return counts

@@ -158,3 +158,24 @@ def test_vocab_larger_than_the_corpus_supports(corpus_jsonl, tmp_path):
              "--set", "max_docs=50")
     _one_line_error(r, "tokenize.vocab_size=60000 is larger than this corpus supports")
     assert not (tmp_path / "t").exists()
+
+
+def test_official_layout_data_dir_works_without_retokenizing(pipeline, tmp_path):
+    """fineweb_{train,val}_*.bin shards next to a *.model tokenizer: train and eval read it as is."""
+    import shutil
+
+    d, params, _ = pipeline
+    official = tmp_path / "official"
+    official.mkdir()
+    shutil.copy(d / "data/train_000000.bin", official / "fineweb_train_000000.bin")
+    shutil.copy(d / "data/val_000000.bin", official / "fineweb_val_000000.bin")
+    shutil.copy(d / "data/tokenizer.model", official / "fineweb_400_bpe.model")
+    r = golf("train", official, "--out", tmp_path / "run", "--params", params, "--set", "max_steps=2")
+    assert r.exit_code == 0, r.output
+    ours = golf("eval", d / "run/final.safetensors", "--data", d / "data", "--params", params,
+                "--out", tmp_path / "a.json")
+    theirs = golf("eval", d / "run/final.safetensors", "--data", official, "--params", params,
+                  "--out", tmp_path / "b.json")
+    assert ours.exit_code == theirs.exit_code == 0
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert a["val_bpb"] == b["val_bpb"] and a["bytes"] == b["bytes"]
