@@ -189,19 +189,43 @@ def average(checkpoints, out, params_file, overrides):
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--method", default=None, help="Shortcut for --set method=...")
-@click.option("--grid", default=None, help="Shortcut for --set grid=...")
+@click.option("--method", default=None, help="Shortcut for --set method=... (rtn, gptq).")
+@click.option("--grid", default=None,
+              help="Shortcut for --set grid=... (percentile, mse, sdclip, sdclip-hessian).")
+@click.option("--calib", default=None, metavar="DATA_DIR|self",
+              help="Calibration for gptq / sdclip-hessian: a data directory (only its train "
+                   "shards are read) or 'self' (text sampled from the model). Ignored otherwise.")
+@click.option("--target-bytes", type=click.IntRange(min=1), default=None,
+              help="Widen the clips until compressed model + counted code bytes fit.")
+@click.option("--codec", default="zstd", help="Codec that --target-bytes measures with.")
 @stage_options
-def quantize(checkpoint, out, method, grid, params_file, overrides):
-    """Quantize a checkpoint with `quantize.method` x `quantize.grid`."""
+def quantize(checkpoint, out, method, grid, calib, target_bytes, codec, params_file, overrides):
+    """Quantize a checkpoint with `quantize.method` x `quantize.grid`.
+
+    Any saved checkpoint works, so quantizers can be swapped without retraining.
+    """
     from stages import artifacts
+    from stages.compress import code_bytes
+    from stages.quant.calibrate import calibrate
+    from stages.quantize import needs_calibration, quantize_to_target, scheme_counts
     from stages.quantize import quantize as run
-    from stages.quantize import scheme_counts
 
     overrides += tuple(f"{k}={v}" for k, v in (("method", method), ("grid", grid)) if v)
     p = load_params(params_file, ("quantize",), overrides)["quantize"]
     ckpt = artifacts.load(checkpoint, expect="checkpoint")
-    q = run(ckpt, p, parents={"checkpoint": artifacts.sha256_file(checkpoint)})
+    kwargs = {"parents": {"checkpoint": artifacts.sha256_file(checkpoint)}}
+    if needs_calibration(p):
+        if calib is None:
+            raise GolfError(f"quantize {p.method}/{p.grid} needs --calib DATA_DIR or --calib self")
+        kwargs["hessians"], kwargs["calibration"] = calibrate(ckpt, calib, p)
+    if target_bytes is None:
+        q = run(ckpt, p, **kwargs)
+    else:
+        q, search = quantize_to_target(ckpt, p, target_bytes=target_bytes, code_bytes=code_bytes(),
+                                       codec=codec, **kwargs)
+        click.echo(f"target {target_bytes:,} bytes with {codec}: clip_multiplier "
+                   f"{search['clip_multiplier']:.4g} -> {search['total_bytes']:,} bytes "
+                   f"({len(search['tries'])} tries)")
     digest = artifacts.save(q, out)
     click.echo(f"{out}: {p.method}/{p.grid} int{p.bits}, tensors {scheme_counts(q)}, "
                f"{out.stat().st_size:,} bytes, {digest[:19]}…")

@@ -150,23 +150,76 @@ class AverageParams:
         _check(not self.weights or sum(self.weights) > 0, "average.weights must not all be zero")
 
 
+# Tensor groups by role (stages/quant/groups.py maps canonical names onto them).
+TENSOR_GROUPS = ("embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_up", "mlp_down", "other")
+
+
 @dataclass(frozen=True)
 class QuantizeParams:
-    """`golf quantize`: which solver (`method`) and clip rule (`grid`) from the registries."""
+    """`golf quantize`: which solver (`method`) and clip rule (`grid`) from the registries.
+
+    Bits and SDClip multipliers can differ per tensor group (`group_bits`, `group_clip_sigmas`,
+    keyed by TENSOR_GROUPS); groups not named use `bits` and `clip_sigmas`.
+    """
 
     method: str = "rtn"
     grid: str = "percentile"
     bits: int = 8
+    group_bits: dict[str, int] = field(default_factory=dict)
     clip_percentile: float = 99.99984  # the baseline's per-row clip quantile, in percent
+    # `mse` grid: per matrix, the percentile among these with the least reconstruction error.
+    mse_percentiles: list[float] = field(
+        default_factory=lambda: [99.9, 99.95, 99.99, 99.999, 100.0])
+    clip_sigmas: float = 12.85  # `sdclip`: clip = k * std(row)
+    group_clip_sigmas: dict[str, float] = field(default_factory=dict)
+    hessian_lambda: float = 0.175  # `sdclip-hessian`: weight of the Hessian-importance term
+    clip_multiplier: float = 1.0  # scales every clip; --target-bytes searches it
     # Tensors with at most this many elements stay in float (fp16, or fp32 for control tensors).
     keep_float_max_numel: int = 65536
+    prune_frac: float = 0.0  # zero this fraction of smallest |w| of each quantized matrix first
+    gptq_block: int = 128
+    gptq_damp: float = 0.01  # times the mean Hessian diagonal
+    gptq_act_order: bool = True
+    calib_batches: int = 16
+    calib_batch_seqs: int = 8
+    calib_seq_len: int = 256
+    calib_seed: int = 0
+    calib_temperature: float = 0.8  # self-generated calibration text
 
     def __post_init__(self) -> None:
         _check(2 <= self.bits <= 8, f"quantize.bits must be in [2, 8], got {self.bits}")
+        for group, bits in self.group_bits.items():
+            _check(group in TENSOR_GROUPS, f"quantize.group_bits: unknown group {group!r} "
+                   f"(known: {', '.join(TENSOR_GROUPS)})")
+            _check(2 <= bits <= 8, f"quantize.group_bits.{group} must be in [2, 8], got {bits}")
+        for group, k in self.group_clip_sigmas.items():
+            _check(group in TENSOR_GROUPS, f"quantize.group_clip_sigmas: unknown group {group!r} "
+                   f"(known: {', '.join(TENSOR_GROUPS)})")
+            _check(k > 0, f"quantize.group_clip_sigmas.{group} must be > 0, got {k}")
         _check(0.0 < self.clip_percentile <= 100.0,
                f"quantize.clip_percentile must be in (0, 100], got {self.clip_percentile}")
+        _check(bool(self.mse_percentiles) and all(0 < p <= 100 for p in self.mse_percentiles),
+               f"quantize.mse_percentiles must be non-empty values in (0, 100], "
+               f"got {self.mse_percentiles}")
+        _check(self.clip_sigmas > 0, f"quantize.clip_sigmas must be > 0, got {self.clip_sigmas}")
+        _check(self.clip_multiplier > 0,
+               f"quantize.clip_multiplier must be > 0, got {self.clip_multiplier}")
         _check(self.keep_float_max_numel >= 0,
                f"quantize.keep_float_max_numel must be >= 0, got {self.keep_float_max_numel}")
+        _check(0.0 <= self.prune_frac < 1.0,
+               f"quantize.prune_frac must be in [0, 1), got {self.prune_frac}")
+        _check(self.gptq_block >= 1, f"quantize.gptq_block must be >= 1, got {self.gptq_block}")
+        _check(self.gptq_damp > 0, f"quantize.gptq_damp must be > 0, got {self.gptq_damp}")
+        for key in ("calib_batches", "calib_batch_seqs", "calib_seq_len"):
+            _check(getattr(self, key) >= 1, f"quantize.{key} must be >= 1, got {getattr(self, key)}")
+        _check(self.calib_temperature > 0,
+               f"quantize.calib_temperature must be > 0, got {self.calib_temperature}")
+
+    def bits_for(self, group: str) -> int:
+        return self.group_bits.get(group, self.bits)
+
+    def clip_sigmas_for(self, group: str) -> float:
+        return self.group_clip_sigmas.get(group, self.clip_sigmas)
 
 
 @dataclass(frozen=True)
@@ -229,6 +282,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return {_coerce(k, key_tp, f"{key} key"): _coerce(v, val_tp, f"{key}.{k}")
+                for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from stages.artifacts import sha256_file, write_bytes_atomic
 from stages.errors import GolfError
@@ -134,3 +135,30 @@ def load_train_tokens(data_dir: str | os.PathLike) -> TrainTokens:
 def load_val_tokens(data_dir: str | os.PathLike) -> ValTokens:
     shards, hashes = _load(data_dir, "val")
     return ValTokens(shards, hashes)
+
+
+class WindowSampler:
+    """Seeded random (x, y) windows of `seq_len` tokens from the train shards only (shards are
+    weighted by length). Training and GPTQ calibration both draw from it."""
+
+    def __init__(self, data: TrainTokens, seq_len: int, seed: int):
+        if not isinstance(data, TrainTokens):
+            raise TypeError("WindowSampler reads TrainTokens only; validation tokens are never "
+                            "trained or calibrated on")
+        self.shards = [s for s in data.shards if s.size > seq_len + 1]
+        if not self.shards:
+            raise ShardError(f"no train shard has more than seq_len + 1 = {seq_len + 1} tokens")
+        sizes = np.array([s.size - seq_len - 1 for s in self.shards], dtype=np.float64)
+        self.weights = sizes / sizes.sum()
+        self.seq_len = seq_len
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, num_seqs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        which = self.rng.choice(len(self.shards), size=num_seqs, p=self.weights)
+        rows = []
+        for k in which:
+            shard = self.shards[k]
+            start = int(self.rng.integers(0, shard.size - self.seq_len - 1))
+            rows.append(np.asarray(shard[start:start + self.seq_len + 1], dtype=np.int64))
+        batch = torch.from_numpy(np.stack(rows))
+        return batch[:, :-1], batch[:, 1:]

@@ -46,6 +46,13 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return y.transpose(1, 2)
 
 
+class RMSNorm(nn.Module):
+    """Parameterless RMSNorm as a module, where a hook needs to see its output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x)
+
+
 class Rotary(nn.Module):
     def __init__(self, head_dim: int, base: float):
         super().__init__()
@@ -125,6 +132,7 @@ class GPT(nn.Module):
         self.num_encoder = cfg.num_layers // 2
         num_skips = min(self.num_encoder, cfg.num_layers - self.num_encoder)
         self.skip_weights = nn.Parameter(torch.ones(num_skips, cfg.model_dim))
+        self.final_norm = RMSNorm()  # its output is the tied head's input (GPTQ hooks it)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V) in fp32 for token ids (B, T)."""
@@ -137,7 +145,7 @@ class GPT(nn.Module):
             x = block(x, x0)
             if i < self.num_encoder:
                 skips.append(x)
-        logits = F.linear(rms_norm(x), self.tok_emb.weight.to(x.dtype)).float()
+        logits = F.linear(self.final_norm(x), self.tok_emb.weight.to(x.dtype)).float()
         cap = self.config.logit_softcap
         return cap * torch.tanh(logits / cap)
 

@@ -1,22 +1,34 @@
 """`golf quantize`: a float checkpoint -> a quantized artifact, by method x grid from the registries.
 
-Policy (the baseline's, spec §4.1): float tensors with more than `keep_float_max_numel` elements are
-quantized row-wise (a tensor of more than two dimensions is viewed as rows x rest, a 1-D one as a
-single row); smaller ones are kept in float, fp32 for control tensors (scales, mixes, gains: tiny and
-sensitive), fp16 for the rest. Scales are stored in fp16, and the codes are computed against the
-fp16-rounded scales, so what is dequantized is exactly what was optimised.
+Policy (the baseline's, spec §4.1, extended per tensor group): float tensors with more than
+`keep_float_max_numel` elements are quantized row-wise (a tensor of more than two dimensions is viewed
+as rows x rest, a 1-D one as a single row) with the bits of their group; smaller ones are kept in
+float, fp32 for control tensors (scales, mixes, gains: tiny and sensitive), fp16 for the rest.
+Scales are stored in fp16 and the codes are computed against the fp16-rounded scales, so what is
+dequantized is exactly what was optimised.
+
+Methods that need calibration (GPTQ) or grids that do (sdclip-hessian) receive each weight's input
+Hessian from `stages.quant.calibrate`; the artifact records where the calibration tokens came from.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from stages.artifacts import Artifact
+from stages.artifacts import Artifact, to_bytes
+from stages.compress import pack
 from stages.config import QuantizeParams, to_dict
 from stages.model import CONTROL_NAMES
 from stages.quant import QuantizeError, get_grid, get_method
+from stages.quant.groups import tensor_group
 
 FP16_MIN_NORMAL = 2.0**-14
+
+
+def needs_calibration(params: QuantizeParams) -> bool:
+    return params.method == "gptq" or params.grid == "sdclip-hessian"
 
 
 def _keep_float(name: str, t: torch.Tensor) -> dict:
@@ -25,12 +37,34 @@ def _keep_float(name: str, t: torch.Tensor) -> dict:
     return {"scheme": "float16", "dtype": str(t.dtype).removeprefix("torch.")}
 
 
-def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str, str]) -> Artifact:
-    """Quantize the tensors of `checkpoint` and return a `quantized` artifact."""
+def _prune(w: torch.Tensor, frac: float) -> torch.Tensor:
+    """Zero the `frac` smallest-magnitude entries (magnitude pruning before quantization, §4.8)."""
+    k = int(frac * w.numel())
+    if k == 0:
+        return w
+    threshold = w.abs().flatten().kthvalue(k).values
+    return torch.where(w.abs() <= threshold, torch.zeros_like(w), w)
+
+
+def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str, str],
+             hessians: dict[str, torch.Tensor] | None = None,
+             calibration: dict | None = None) -> Artifact:
+    """Quantize the tensors of `checkpoint` and return a `quantized` artifact.
+
+    Args:
+        checkpoint: a float `checkpoint` artifact.
+        params: the `quantize` section.
+        parents: hashes of the inputs, recorded in the artifact.
+        hessians: input Hessian per weight name, when the method or grid needs them.
+        calibration: provenance of the calibration tokens behind `hessians`.
+    """
     if checkpoint.kind != "checkpoint":
         raise QuantizeError(f"quantize takes a checkpoint, got a {checkpoint.kind} artifact")
     grid, method = get_grid(params.grid), get_method(params.method)
-    qmax = (1 << (params.bits - 1)) - 1
+    if needs_calibration(params) and hessians is None:
+        raise QuantizeError(f"quantize {params.method}/{params.grid} needs calibration data "
+                            f"(--calib DATA_DIR or --calib self)")
+    hessians = hessians or {}
     tensors: dict[str, torch.Tensor] = {}
     table: dict[str, dict] = {}
     for name in sorted(checkpoint.tensors):
@@ -43,22 +77,71 @@ def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str,
             tensors[name] = t.float() if entry["scheme"] == "float32" else t.half()
             table[name] = entry
             continue
+        group = tensor_group(name)
+        bits = params.bits_for(group)
+        qmax = (1 << (bits - 1)) - 1
         w = t.float().reshape(t.shape[0], -1) if t.ndim >= 2 else t.float().reshape(1, -1)
-        scale = grid(w, params).float() / qmax
+        w = _prune(w, params.prune_frac)
+        h = hessians.get(name) if t.ndim == 2 else None
+        clip = grid(w, params, qmax=qmax, group=group, hessian=h) * params.clip_multiplier
         # Floor at fp16's smallest normal number (an all-zero row would otherwise divide by zero),
         # then round to fp16 first: the codes are then optimal for the scales that are stored.
-        scale = scale.clamp_min(FP16_MIN_NORMAL).half().float()
-        q = method(w, scale, qmax)
+        scale = (clip.float() / qmax).clamp_min(FP16_MIN_NORMAL).half().float()
+        q = method(w, scale, qmax, hessian=h, block=params.gptq_block, damp=params.gptq_damp,
+                   act_order=params.gptq_act_order)
         tensors[f"{name}.q"] = q.contiguous()
         tensors[f"{name}.scale"] = scale.half()
-        table[name] = {"scheme": "int_per_row", "bits": params.bits, "shape": list(t.shape),
-                       "dtype": str(t.dtype).removeprefix("torch.")}
-    return Artifact(
-        "quantized", tensors, checkpoint.model_config,
-        params={"quantize": to_dict(params)}, parents=parents,
-        provenance={**checkpoint.provenance, "quantizer": f"{params.method}/{params.grid}"},
-        extra={"tensors": table},
-    )
+        table[name] = {"scheme": "int_per_row", "bits": bits, "group": group,
+                       "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+    provenance = {**checkpoint.provenance, "quantizer": f"{params.method}/{params.grid}"}
+    if calibration is not None:
+        provenance["calibration"] = calibration
+    return Artifact("quantized", tensors, checkpoint.model_config,
+                    params={"quantize": to_dict(params)}, parents=parents, provenance=provenance,
+                    extra={"tensors": table})
+
+
+def quantize_to_target(checkpoint: Artifact, params: QuantizeParams, *, target_bytes: int,
+                       code_bytes: int, codec: str, level: int | None = None,
+                       **kwargs) -> tuple[Artifact, dict]:
+    """Quantize so that the compressed model + `code_bytes` is at most `target_bytes`.
+
+    Wider clips mean fewer distinct codes and so fewer bytes (for SDClip the code entropy falls like
+    -log2 k), at some cost in precision. Starting from the configured `clip_multiplier`, the search
+    keeps it if the result already fits, else finds the smallest multiplier that fits by doubling
+    then bisecting, so the least precision is given up.
+
+    Returns:
+        The quantized artifact (its params record the chosen multiplier) and a search report.
+    """
+    tries: list[dict] = []
+
+    def attempt(multiplier: float) -> tuple[Artifact, int]:
+        q = quantize(checkpoint, dataclasses.replace(params, clip_multiplier=multiplier), **kwargs)
+        total = len(pack(to_bytes(q), codec, level)) + code_bytes
+        tries.append({"clip_multiplier": round(multiplier, 6), "total_bytes": total})
+        return q, total
+
+    base = params.clip_multiplier
+    best, total = attempt(base)
+    if total <= target_bytes:
+        return best, {"clip_multiplier": base, "total_bytes": total, "tries": tries}
+    lo, hi = base, base
+    while total > target_bytes:
+        lo, hi = hi, hi * 2.0
+        if hi > 64 * base:
+            raise QuantizeError(f"cannot reach {target_bytes:,} bytes: even clip_multiplier "
+                                f"{lo:g} gives {total:,}; lower the bits")
+        best, total = attempt(hi)
+    best_multiplier, best_total = hi, total
+    for _ in range(8):  # bisect between a multiplier that does not fit (lo) and one that does (hi)
+        mid = (lo * hi) ** 0.5
+        q, total = attempt(mid)
+        if total <= target_bytes:
+            hi, best, best_multiplier, best_total = mid, q, mid, total
+        else:
+            lo = mid
+    return best, {"clip_multiplier": best_multiplier, "total_bytes": best_total, "tries": tries}
 
 
 def dequantize(artifact: Artifact) -> dict[str, torch.Tensor]:

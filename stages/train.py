@@ -17,12 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from stages.artifacts import Artifact
 from stages.config import ModelConfig, TrainParams, to_dict
-from stages.data import TrainTokens
+from stages.data import TrainTokens, WindowSampler
 from stages.device import resolve_device
 from stages.errors import GolfError
 from stages.model import build_model
@@ -52,29 +51,6 @@ def autocast_context(setting: str, device: torch.device):
     if setting == "off":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-class WindowSampler:
-    """Random (x, y) windows from the train shards only."""
-
-    def __init__(self, data: TrainTokens, seq_len: int, seed: int):
-        self.shards = [s for s in data.shards if s.size > seq_len + 1]
-        if not self.shards:
-            raise GolfError(f"no train shard has more than seq_len + 1 = {seq_len + 1} tokens")
-        sizes = np.array([s.size - seq_len - 1 for s in self.shards], dtype=np.float64)
-        self.weights = sizes / sizes.sum()
-        self.seq_len = seq_len
-        self.rng = np.random.default_rng(seed)
-
-    def sample(self, num_seqs: int) -> tuple[torch.Tensor, torch.Tensor]:
-        which = self.rng.choice(len(self.shards), size=num_seqs, p=self.weights)
-        rows = []
-        for k in which:
-            shard = self.shards[k]
-            start = int(self.rng.integers(0, shard.size - self.seq_len - 1))
-            rows.append(np.asarray(shard[start:start + self.seq_len + 1], dtype=np.int64))
-        batch = torch.from_numpy(np.stack(rows))
-        return batch[:, :-1], batch[:, 1:]
 
 
 def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,

@@ -179,3 +179,37 @@ def test_official_layout_data_dir_works_without_retokenizing(pipeline, tmp_path)
     assert ours.exit_code == theirs.exit_code == 0
     a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
     assert a["val_bpb"] == b["val_bpb"] and a["bytes"] == b["bytes"]
+
+
+def test_gptq_calibration_through_the_cli(pipeline):
+    d, params, _ = pipeline
+    base = ("quantize", d / "avg.safetensors", "--params", params, "--method", "gptq", "--grid",
+            "sdclip", "--set", "bits=6", "--set", "calib_batches=2", "--set", "calib_seq_len=32")
+    r = golf(*base, "--out", d / "g.safetensors")
+    _one_line_error(r, "quantize gptq/sdclip needs --calib DATA_DIR or --calib self")
+    r = golf(*base, "--out", d / "g.safetensors", "--calib", d / "data/val_000000.bin")
+    _one_line_error(r, "--calib takes a data directory")
+    assert not (d / "g.safetensors").exists()
+    r = golf(*base, "--out", d / "g.safetensors", "--calib", d / "data")
+    assert r.exit_code == 0, r.output
+    info = json.loads(golf("inspect", d / "g.safetensors", "--json").output)
+    assert info["provenance"]["calibration"]["source"] == "train_shards"
+    r = golf(*base, "--out", d / "s.safetensors", "--calib", "self")
+    assert r.exit_code == 0, r.output
+    info = json.loads(golf("inspect", d / "s.safetensors", "--json").output)
+    assert info["provenance"]["calibration"]["source"] == "self"
+
+
+def test_target_bytes_through_the_cli(pipeline):
+    from stages.compress import code_bytes
+
+    d, params, _ = pipeline
+    target = code_bytes() + int(0.8 * (d / "m.golf").stat().st_size)
+    r = golf("quantize", d / "avg.safetensors", "--out", d / "t.safetensors", "--params", params,
+             "--target-bytes", target, "--codec", "zstd")
+    assert r.exit_code == 0, r.output
+    assert "clip_multiplier" in r.output
+    r = golf("compress", d / "t.safetensors", "--out", d / "t.golf", "--params", params,
+             "--set", "level=null")
+    assert r.exit_code == 0
+    assert (d / "t.golf").stat().st_size + code_bytes() <= target

@@ -55,12 +55,15 @@ def test_percentile_clip_clips_outliers():
 
 
 def test_registries_are_checked(tiny_run):
-    assert "rtn" in METHODS and "percentile" in GRIDS
+    assert {"rtn", "gptq"} <= set(METHODS)
+    assert {"percentile", "mse", "sdclip", "sdclip-hessian"} <= set(GRIDS)
     ckpt = _checkpoint(tiny_run)
-    with pytest.raises(QuantizeError, match="quantize.method 'gptq' is not available"):
+    with pytest.raises(QuantizeError, match="quantize.method 'awq' is not available"):
+        quantize(ckpt, QuantizeParams(method="awq"), parents={})
+    with pytest.raises(QuantizeError, match="quantize.grid 'minmax' is not available"):
+        quantize(ckpt, QuantizeParams(grid="minmax"), parents={})
+    with pytest.raises(QuantizeError, match="needs calibration data"):
         quantize(ckpt, QuantizeParams(method="gptq"), parents={})
-    with pytest.raises(QuantizeError, match="quantize.grid 'mse' is not available"):
-        quantize(ckpt, QuantizeParams(grid="mse"), parents={})
 
 
 def test_a_new_method_plugs_in_without_touching_callers(tiny_run):
@@ -81,3 +84,10 @@ def test_quantized_artifact_round_trips_through_disk(tmp_path, quantized_path):
     assert again.read_bytes() == quantized_path.read_bytes()
     with pytest.raises(artifacts.ArtifactError, match="expected a checkpoint artifact, got quantized"):
         artifacts.load(quantized_path, expect="checkpoint")
+
+
+def test_magnitude_pruning_zeroes_the_smallest_weights(tiny_run):
+    ckpt = _checkpoint(tiny_run)
+    q = quantize(ckpt, QuantizeParams(prune_frac=0.3, keep_float_max_numel=1024), parents={})
+    codes = q.tensors["blocks.0.mlp.fc.weight.q"]
+    assert (codes == 0).sum() >= int(0.3 * codes.numel())

@@ -1,0 +1,130 @@
+"""Calibration for Hessian-aware quantization: where the inputs come from, and X^T X per layer.
+
+Calibration tokens come from exactly two places, and never from validation data:
+- `from_train_tokens`: seeded random windows of the train shards (a `TrainTokens`, which can only be
+  built from train shards; a `ValTokens` is refused);
+- `self_generated`: text sampled from the model itself (seeded, with a temperature), which reads no
+  data at all.
+Each records its provenance (shard hashes, or the generation seed), and the quantized artifact keeps it.
+
+Hessians are the mean X^T X of each linear layer's inputs, gathered with forward hooks (removed in a
+`finally`). The tied embedding also serves as the output head, so its "input" is the final norm's
+output: GPTQ on the embedding uses that Hessian (the "GPTQ embeddings" record, spec §4.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from stages.config import QuantizeParams
+from stages.data import BOS_ID, TrainTokens, WindowSampler
+from stages.model import GPT
+
+
+@dataclass(frozen=True)
+class Calibration:
+    batches: list[torch.Tensor]  # each (B, T) int64 token ids
+    provenance: dict = field(default_factory=dict)
+
+
+def from_train_tokens(data: TrainTokens, params: QuantizeParams) -> Calibration:
+    """`calib_batches` batches of random train windows (validation tokens are refused)."""
+    if not isinstance(data, TrainTokens):
+        raise TypeError("calibration reads TrainTokens only; validation data is never used")
+    sampler = WindowSampler(data, params.calib_seq_len, params.calib_seed)
+    batches = [sampler.sample(params.calib_batch_seqs)[0] for _ in range(params.calib_batches)]
+    return Calibration(batches, {
+        "source": "train_shards", "shards": list(data.shard_hashes), "seed": params.calib_seed,
+        "batches": params.calib_batches, "batch_seqs": params.calib_batch_seqs,
+        "seq_len": params.calib_seq_len})
+
+
+@torch.no_grad()
+def self_generated(model: GPT, params: QuantizeParams) -> Calibration:
+    """Sequences sampled from the model itself, each starting from BOS like a document."""
+    gen = torch.Generator().manual_seed(params.calib_seed)
+    model.eval()
+    batches = []
+    for _ in range(params.calib_batches):
+        seq = torch.full((params.calib_batch_seqs, 1), BOS_ID, dtype=torch.long)
+        for _ in range(params.calib_seq_len - 1):
+            logits = model(seq)[:, -1, :] / params.calib_temperature
+            nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen)
+            seq = torch.cat([seq, nxt], dim=1)
+        batches.append(seq)
+    return Calibration(batches, {
+        "source": "self", "seed": params.calib_seed, "temperature": params.calib_temperature,
+        "batches": params.calib_batches, "batch_seqs": params.calib_batch_seqs,
+        "seq_len": params.calib_seq_len})
+
+
+def _accumulate(store: dict, counts: dict, name: str) -> Callable:
+    def hook(_module, _inputs, output_or_input):
+        x = output_or_input.detach().float().reshape(-1, output_or_input.size(-1))
+        store[name] = store.get(name, 0) + x.T @ x
+        counts[name] = counts.get(name, 0) + x.size(0)
+    return hook
+
+
+@torch.no_grad()
+def collect_hessians(model: GPT, calib: Calibration) -> dict[str, torch.Tensor]:
+    """Mean X^T X of the input of every linear weight, keyed by the weight's tensor name."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear):
+                hook = _accumulate(sums, counts, f"{name}.weight")
+                handles.append(module.register_forward_hook(
+                    lambda m, inp, out, h=hook: h(m, inp, inp[0])))
+        handles.append(model.final_norm.register_forward_hook(
+            lambda m, inp, out, h=_accumulate(sums, counts, "tok_emb.weight"): h(m, inp, out)))
+        model.eval()
+        for batch in calib.batches:
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: sums[name] / counts[name] for name in sums}
+
+
+def calibrate(checkpoint, source: str, params: QuantizeParams) -> tuple[dict[str, torch.Tensor], dict]:
+    """Hessians of `checkpoint`'s layers on calibration tokens from `source`.
+
+    Args:
+        checkpoint: the float checkpoint artifact to be quantized.
+        source: 'self' (sample from the model) or a data directory, of which only the train shards
+            are read; a path to a file (such as a validation shard) is refused.
+        params: the `quantize` section (calibration sizes and seed).
+
+    Returns:
+        The Hessians by weight name, and the calibration's provenance.
+    """
+    from pathlib import Path
+
+    from stages.data import ShardError, load_train_tokens, load_val_tokens
+    from stages.model import build_model
+
+    model = build_model(checkpoint.model_config, checkpoint.tensors)
+    if source == "self":
+        calib = self_generated(model, params)
+    else:
+        path = Path(source)
+        if not path.is_dir():
+            raise ShardError(f"--calib takes a data directory (only its train shards are read) or "
+                             f"'self'; got {source}")
+        train = load_train_tokens(path)
+        try:
+            val_hashes = set(load_val_tokens(path).shard_hashes)
+        except ShardError:
+            val_hashes = set()
+        if val_hashes & set(train.shard_hashes):
+            raise ShardError(f"{path}: a train shard is identical to a validation shard; refusing "
+                             f"to calibrate on it")
+        calib = from_train_tokens(train, params)
+    return collect_hessians(model, calib), calib.provenance
