@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from golfcli.params import load_params
+from golfcli.params import load_params, read_sections
 from stages import __version__
 from stages.errors import GolfError
 
@@ -285,6 +285,33 @@ def eval_(model, data_dir, out, mode, params_file, overrides):
         write_json_atomic(out, m)
     click.echo(f"{model}: val_loss {m['val_loss']:.4f}  val_bpb {m['val_bpb']:.4f}  "
                f"({m['tokens']:,} tokens, {m['bytes']:,} bytes, {m['eval_seconds']:.1f}s)")
+
+
+@cli.command(name="import")
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@stage_options
+def import_(source, out, params_file, overrides):
+    """Import a final_model.pt of the public baseline train_gpt.py as a checkpoint.
+
+    The architecture is read from the tensor shapes; the model section of the params only supplies
+    what the weights cannot tell (logit_softcap, rope_base, qk_gain_init). A shape value given there
+    (num_layers, model_dim, ...) must match the weights: with a params file for another model size,
+    pass --params with one that leaves them out. The file is loaded with weights_only=True; a pickle
+    holding anything but tensors is refused.
+    """
+    from stages import artifacts
+    from stages.importer import import_baseline, load_baseline_file
+
+    model_values = read_sections(params_file, ("model",), overrides)["model"]
+    state, digest = load_baseline_file(source)
+    ckpt = import_baseline(state, model_values, source=str(source), source_sha256=digest)
+    out_digest = artifacts.save(ckpt, out)
+    c = ckpt.model_config
+    click.echo(f"{out}: {c.num_layers}L x {c.model_dim} (vocab {c.vocab_size}, heads "
+               f"{c.num_heads}/{c.num_kv_heads}, mlp x{c.mlp_mult}), "
+               f"{sum(t.numel() for t in ckpt.tensors.values()):,} params from {source}, "
+               f"{out_digest[:19]}…")
 
 
 @cli.command(name="inspect")

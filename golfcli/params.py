@@ -30,11 +30,13 @@ def parse_override(item: str, sections: tuple[str, ...]) -> tuple[str, str, Any]
     return section, name, value
 
 
-def load_params(params_file: Path | None, sections: tuple[str, ...],
-                overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Build the dataclass of each section from `params_file`, then overrides.
+def read_sections(params_file: Path | None, sections: tuple[str, ...],
+                  overrides: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """The raw values of each section, from `params_file` then overrides, before any defaults.
 
-    With no file given, `./params.yaml` is used when it exists, else the built-in defaults.
+    For a command that must know which keys the user gave (`golf import` checks given shape values
+    against the weights); the others use `load_params`. With no file given, `./params.yaml` is used
+    when it exists.
     """
     raw: dict[str, Any] = {}
     path = params_file if params_file is not None else DEFAULT_PARAMS
@@ -53,4 +55,14 @@ def load_params(params_file: Path | None, sections: tuple[str, ...],
         values[section][name] = value
     for s in sections:
         assert s in SECTIONS, s
+    return values
+
+
+def load_params(params_file: Path | None, sections: tuple[str, ...],
+                overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Build the dataclass of each section from `params_file`, then overrides.
+
+    With no file given, `./params.yaml` is used when it exists, else the built-in defaults.
+    """
+    values = read_sections(params_file, sections, overrides)
     return {s: build_section(s, values[s]) for s in sections}
