@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from golfcli.params import load_params, read_sections
+from golfcli.params import load_params, parse_override, read_sections
 from stages import __version__
 from stages.errors import GolfError
 
@@ -295,15 +295,17 @@ def import_(source, out, params_file, overrides):
     """Import a final_model.pt of the public baseline train_gpt.py as a checkpoint.
 
     The architecture is read from the tensor shapes; the model section of the params only supplies
-    what the weights cannot tell (logit_softcap, rope_base, qk_gain_init). A shape value given there
-    (num_layers, model_dim, ...) must match the weights: with a params file for another model size,
-    pass --params with one that leaves them out. The file is loaded with weights_only=True; a pickle
-    holding anything but tensors is refused.
+    what the weights cannot tell (logit_softcap, rope_base, qk_gain_init), and its shape keys are
+    ignored, so the repo's tiny params.yaml does not get in the way. A shape value given with --set
+    (model.num_layers=9, ...) is checked against the weights. The file is loaded with
+    weights_only=True; a pickle holding anything but tensors is refused.
     """
     from stages import artifacts
-    from stages.importer import import_baseline, load_baseline_file
+    from stages.importer import SHAPE_KEYS, import_baseline, load_baseline_file
 
-    model_values = read_sections(params_file, ("model",), overrides)["model"]
+    from_file = read_sections(params_file, ("model",))["model"]
+    given = {name: value for _, name, value in (parse_override(o, ("model",)) for o in overrides)}
+    model_values = {k: v for k, v in from_file.items() if k not in SHAPE_KEYS} | given
     state, digest = load_baseline_file(source)
     ckpt = import_baseline(state, model_values, source=str(source), source_sha256=digest)
     out_digest = artifacts.save(ckpt, out)

@@ -151,13 +151,20 @@ def test_bad_sources_fail_in_one_line_and_write_nothing(case, tmp_path):
     assert not out.parent.exists() and not (tmp_path / "pwned").exists()
 
 
-def test_a_params_file_for_another_size_is_named(tmp_path):
-    """The project's params.yaml describes the model golf trains; its shape keys must not win."""
+def test_shape_keys_come_from_the_weights_not_the_params_file(tmp_path):
+    """The project's params.yaml describes the model golf trains: its shape keys are ignored, while
+    a shape value given explicitly with --set must match the weights."""
     torch.save(baseline_state(), tmp_path / "final_model.pt")
-    (tmp_path / "p.yaml").write_text("model: {num_layers: 4, model_dim: 32, mlp_mult: 2}\n")
+    (tmp_path / "p.yaml").write_text("model: {num_layers: 4, model_dim: 32, mlp_mult: 2, "
+                                     "logit_softcap: 20.0}\n")
     r = golf("import", tmp_path / "final_model.pt", "--out", tmp_path / "c.safetensors",
              "--params", tmp_path / "p.yaml")
+    assert r.exit_code == 0, r.output
+    info = json.loads(golf("inspect", tmp_path / "c.safetensors", "--json").output)
+    assert info["model_config"]["num_layers"] != 4 and info["model_config"]["logit_softcap"] == 20.0
+    r = golf("import", tmp_path / "final_model.pt", "--out", tmp_path / "d.safetensors",
+             "--params", tmp_path / "p.yaml", "--set", "model.num_layers=4")
     assert r.exit_code == 1
-    assert "model.num_layers=4, model.mlp_mult=2 in the params contradict" in r.output
+    assert "model.num_layers=4 in the params contradict" in r.output
     with pytest.raises(BaselineImportError, match="contradict"):
         import_baseline(baseline_state(), {"num_heads": 8}, source="mem", source_sha256="x")
