@@ -129,7 +129,8 @@ def train(data_dir, run_dir, params_file, overrides):
     """Train the baseline GPT on DATA_DIR's train shards.
 
     Reads the `train` and `model` sections. Stops at train.max_steps or
-    train.max_wallclock_seconds, whichever comes first.
+    train.max_wallclock_seconds, whichever comes first. With train.swa_every > 0, SWA
+    snapshots go to RUN_DIR/swa/ for `golf average` (tight SWA).
     """
     from stages import artifacts
     from stages.artifacts import sha256_file, write_json_atomic
@@ -150,6 +151,13 @@ def train(data_dir, run_dir, params_file, overrides):
         artifacts.sha256_bytes("".join(data.shard_hashes).encode())
     provenance = {"data_dir": str(data_dir), "tokenizer_sha256": sha256_file(tok),
                   "train_shards": list(data.shard_hashes)}
+    swa_dir = run_dir / "swa"
+    for stale in swa_dir.glob("step_*.safetensors"):  # snapshots of an earlier run in this dir
+        stale.unlink()
+
+    def on_snapshot(step, ckpt):
+        artifacts.save(ckpt, swa_dir / f"step_{step:06d}.safetensors")
+
     echo_err(f"training on {data.num_tokens:,} tokens from {len(data.shards)} shard(s)")
     with progress_bar(train_p.max_steps, "train", "step") as bar:
         def on_step(info):
@@ -158,7 +166,7 @@ def train(data_dir, run_dir, params_file, overrides):
                 bar.start().set_postfix(loss=f"{info.loss:.4f}", tok_s=f"{info.tokens_per_s:,.0f}",
                                 lr=f"{info.lr_scale:.2f}", refresh=False)
         result = run(data, model_cfg, train_p, parents={"data": parent}, provenance=provenance,
-                     on_step=on_step)
+                     on_step=on_step, on_snapshot=on_snapshot)
     artifacts.save(result.final, run_dir / "final.safetensors")
     artifacts.save(result.ema, run_dir / "ema.safetensors")
     write_json_atomic(run_dir / "train_metrics.json", result.metrics)
@@ -174,7 +182,12 @@ def train(data_dir, run_dir, params_file, overrides):
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @stage_options
 def average(checkpoints, out, params_file, overrides):
-    """Average compatible checkpoints (uniform, or `average.weights`)."""
+    """Average compatible checkpoints (uniform, or `average.weights`).
+
+    \b
+    Tight SWA:       golf average RUN/swa/*.safetensors --out swa.safetensors
+    SWA + EMA:       golf average RUN/swa/*.safetensors RUN/ema.safetensors --out ...
+    """
     from stages import artifacts
     from stages.average import average as run
 

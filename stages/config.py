@@ -109,6 +109,10 @@ class TrainParams:
     adam_eps: float = 1e-8
     grad_clip_norm: float = 0.0  # 0 = off
     ema_decay: float = 0.997
+    # SWA snapshots: every `swa_every` steps once the LR scale is below `swa_lr_scale`, each written
+    # as its own checkpoint (RUN_DIR/swa/) for `golf average` ("tight SWA"). 0 = off.
+    swa_every: int = 0
+    swa_lr_scale: float = 0.5
     device: str = "auto"  # auto | cpu | cuda
     autocast: str = "auto"  # auto (bf16 wherever it is faster) | bf16 | off
     log_every: int = 10
@@ -137,6 +141,9 @@ class TrainParams:
         _check(self.autocast in ("auto", "bf16", "off"),
                f"train.autocast must be one of auto, bf16, off; got {self.autocast!r}")
         _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
+        _check(self.swa_every >= 0, f"train.swa_every must be >= 0, got {self.swa_every}")
+        _check(0.0 < self.swa_lr_scale <= 1.0,
+               f"train.swa_lr_scale must be in (0, 1], got {self.swa_lr_scale}")
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,11 @@ class QuantizeParams:
     # Tensors with at most this many elements stay in float (fp16, or fp32 for control tensors).
     keep_float_max_numel: int = 65536
     prune_frac: float = 0.0  # zero this fraction of smallest |w| of each quantized matrix first
+    # LQER: a rank-`lqer_rank` correction of the quantization error of the `lqer_top` worst
+    # matrices, its factors quantized too (A in int2 per matrix, B in int4 per group of 64).
+    lqer_rank: int = 0  # 0 = off
+    lqer_top: int = 3
+    lqer_group: int = 64
     gptq_block: int = 128
     gptq_damp: float = 0.01  # times the mean Hessian diagonal
     gptq_act_order: bool = True
@@ -208,6 +220,9 @@ class QuantizeParams:
                f"quantize.keep_float_max_numel must be >= 0, got {self.keep_float_max_numel}")
         _check(0.0 <= self.prune_frac < 1.0,
                f"quantize.prune_frac must be in [0, 1), got {self.prune_frac}")
+        _check(self.lqer_rank >= 0, f"quantize.lqer_rank must be >= 0, got {self.lqer_rank}")
+        _check(self.lqer_top >= 1, f"quantize.lqer_top must be >= 1, got {self.lqer_top}")
+        _check(self.lqer_group >= 1, f"quantize.lqer_group must be >= 1, got {self.lqer_group}")
         _check(self.gptq_block >= 1, f"quantize.gptq_block must be >= 1, got {self.gptq_block}")
         _check(self.gptq_damp > 0, f"quantize.gptq_damp must be > 0, got {self.gptq_damp}")
         for key in ("calib_batches", "calib_batch_seqs", "calib_seq_len"):

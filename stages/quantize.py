@@ -21,7 +21,7 @@ from stages.artifacts import Artifact, to_bytes
 from stages.compress import pack
 from stages.config import QuantizeParams, to_dict
 from stages.model import CONTROL_NAMES
-from stages.quant import QuantizeError, get_grid, get_method
+from stages.quant import QuantizeError, get_grid, get_method, lqer
 from stages.quant.groups import tensor_group
 
 FP16_MIN_NORMAL = 2.0**-14
@@ -93,12 +93,29 @@ def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str,
         tensors[f"{name}.scale"] = scale.half()
         table[name] = {"scheme": "int_per_row", "bits": bits, "group": group,
                        "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+    if params.lqer_rank > 0:
+        _add_lqer(checkpoint, tensors, table, params)
     provenance = {**checkpoint.provenance, "quantizer": f"{params.method}/{params.grid}"}
     if calibration is not None:
         provenance["calibration"] = calibration
     return Artifact("quantized", tensors, checkpoint.model_config,
                     params={"quantize": to_dict(params)}, parents=parents, provenance=provenance,
                     extra={"tensors": table})
+
+
+def _add_lqer(checkpoint: Artifact, tensors: dict, table: dict, params: QuantizeParams) -> None:
+    """Store low-rank error factors for the `lqer_top` 2-D matrices with the largest error."""
+    errors = {}
+    for name, entry in table.items():
+        if entry["scheme"] == "int_per_row" and len(entry["shape"]) == 2:
+            deq = tensors[f"{name}.q"].float() * tensors[f"{name}.scale"].float()[:, None]
+            errors[name] = checkpoint.tensors[name].float() - deq
+    worst = sorted(errors, key=lambda n: errors[n].norm().item(), reverse=True)[:params.lqer_top]
+    for name in worst:
+        for role, t in lqer.factors(errors[name], params.lqer_rank, params.lqer_group).items():
+            tensors[f"{name}.{role}"] = t
+        table[name]["lqer"] = {"rank": min(params.lqer_rank, min(errors[name].shape)),
+                               "group": params.lqer_group}
 
 
 def quantize_to_target(checkpoint: Artifact, params: QuantizeParams, *, target_bytes: int,
@@ -156,7 +173,12 @@ def dequantize(artifact: Artifact) -> dict[str, torch.Tensor]:
         elif scheme == "int_per_row":
             q = artifact.tensors[f"{name}.q"].float()
             scale = artifact.tensors[f"{name}.scale"].float()
-            out[name] = (q * scale[:, None]).reshape(entry["shape"])
+            w = q * scale[:, None]
+            if "lqer" in entry:
+                f = {r: artifact.tensors[f"{name}.{r}"]
+                     for r in ("lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale")}
+                w = w + lqer.correction(f, entry["lqer"]["group"])
+            out[name] = w.reshape(entry["shape"])
         else:
             raise QuantizeError(f"unknown quantization scheme {scheme!r} for tensor {name}")
     return out

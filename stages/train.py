@@ -55,7 +55,8 @@ def autocast_context(setting: str, device: torch.device):
 
 def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
           parents: dict[str, str], provenance: dict,
-          on_step: Callable[[StepInfo], None] | None = None) -> TrainResult:
+          on_step: Callable[[StepInfo], None] | None = None,
+          on_snapshot: Callable[[int, Artifact], None] | None = None) -> TrainResult:
     """Train a model from scratch and return the final and EMA checkpoints plus metrics.
 
     Args:
@@ -65,6 +66,8 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
         parents: hashes of the inputs, recorded in both checkpoints.
         provenance: what else the checkpoints should record (tokenizer hash, shard hashes...).
         on_step: called after every optimizer step (for progress bars and logs).
+        on_snapshot: called with (step, checkpoint) for each SWA snapshot (train.swa_every), so
+            snapshots go to disk as they are taken instead of piling up in memory.
     """
     if not isinstance(data, TrainTokens):
         raise TypeError("train() takes TrainTokens only; validation tokens are never trained on")
@@ -77,6 +80,12 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
     sampler = WindowSampler(data, params.seq_len, params.seed)
     seqs = params.batch_tokens // params.seq_len
     micro = seqs // params.grad_accum_steps
+
+    resolved = {"model": to_dict(model_config), "train": to_dict(params)}
+
+    def artifact(tensors: dict, role: str) -> Artifact:
+        return Artifact("checkpoint", tensors, model_config, params=resolved, parents=parents,
+                        provenance={**provenance, "weights": role, "train_steps": step})
 
     step, tokens_seen, recent = 0, 0, []
     start = time.perf_counter()
@@ -117,6 +126,10 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
 
         step += 1
         tokens_seen += params.batch_tokens
+        if (params.swa_every and on_snapshot is not None and scale < params.swa_lr_scale
+                and step % params.swa_every == 0):
+            snapshot = {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
+            on_snapshot(step, artifact(snapshot, f"swa:{step}"))
         recent = (recent + [step_loss])[-params.log_every:]
         if on_step is not None:
             elapsed = time.perf_counter() - start
@@ -137,11 +150,5 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
         "device": device.type,
         "stopped_by": "max_steps" if step >= params.max_steps else "max_wallclock_seconds",
     }
-    resolved = {"model": to_dict(model_config), "train": to_dict(params)}
-
-    def artifact(tensors: dict, role: str) -> Artifact:
-        return Artifact("checkpoint", tensors, model_config, params=resolved, parents=parents,
-                        provenance={**provenance, "weights": role, "train_steps": step})
-
     return TrainResult(artifact(final_state, "final"), artifact(ema_state, f"ema:{params.ema_decay}"),
                        metrics)

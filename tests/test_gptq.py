@@ -137,3 +137,23 @@ def test_target_bytes_search_lands_under_the_target(tiny_run):
     with pytest.raises(QuantizeError, match="cannot reach"):
         quantize_to_target(ckpt, dataclasses.replace(params, bits=8), target_bytes=1000,
                            code_bytes=0, codec="zstd", level=3, parents={})
+
+
+def test_lqer_repairs_the_worst_matrices(tiny_run):
+    run, _ = tiny_run
+    ckpt = artifacts.load(run / "final.safetensors")
+    params = QuantizeParams(bits=4, keep_float_max_numel=1024)
+    plain = dequantize(quantize(ckpt, params, parents={}))
+    q = quantize(ckpt, dataclasses.replace(params, lqer_rank=4, lqer_top=2), parents={})
+    repaired = dequantize(q)
+    fixed = [n for n, e in q.extra["tensors"].items() if "lqer" in e]
+    assert len(fixed) == 2
+    for name in fixed:
+        assert q.tensors[f"{name}.lqer_a"].min() >= -2 and q.tensors[f"{name}.lqer_a"].max() <= 1
+        assert q.tensors[f"{name}.lqer_b"].abs().max() <= 8
+        before = (plain[name] - ckpt.tensors[name]).norm()
+        after = (repaired[name] - ckpt.tensors[name]).norm()
+        assert after < before, name
+    untouched = next(n for n, e in q.extra["tensors"].items()
+                     if e["scheme"] == "int_per_row" and "lqer" not in e)
+    assert torch.equal(plain[untouched], repaired[untouched])

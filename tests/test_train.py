@@ -60,3 +60,31 @@ def test_newton_schulz_orthogonalises():
     x = newton_schulz(g, steps=5).float()
     s = torch.linalg.svdvals(x)
     assert s.min() > 0.5 and s.max() < 1.5  # singular values pushed towards 1
+
+
+def test_swa_snapshots_feed_golf_average(data_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from golfcli.main import cli
+    from stages import artifacts
+
+    params = tmp_path / "p.yaml"
+    params.write_text(
+        "model: {vocab_size: 400, num_layers: 2, model_dim: 64, num_heads: 4, num_kv_heads: 2}\n"
+        "train: {max_steps: 8, max_wallclock_seconds: 0, batch_tokens: 512, seq_len: 64,\n"
+        "        warmdown_frac: 0.5, swa_every: 2, swa_lr_scale: 0.8}\n")
+    run = tmp_path / "run"
+    (run / "swa").mkdir(parents=True)
+    (run / "swa" / "step_999999.safetensors").write_bytes(b"stale")  # from an earlier run
+    r = CliRunner().invoke(cli, ["train", str(data_dir), "--out", str(run), "--params", str(params)])
+    assert r.exit_code == 0, r.output
+    snaps = sorted(p.name for p in (run / "swa").iterdir())
+    # LR scale < 0.8 from progress 0.6 on (steps 6..8 of 8): snapshots after steps 6 and 8.
+    assert snaps == ["step_000006.safetensors", "step_000008.safetensors"]
+    last = artifacts.load(run / "swa" / snaps[-1], expect="checkpoint")
+    final = artifacts.load(run / "final.safetensors")
+    assert all(torch.equal(last.tensors[k], final.tensors[k]) for k in final.tensors)
+    assert last.provenance["weights"] == "swa:8"
+    r = CliRunner().invoke(cli, ["average", *(str(run / "swa" / s) for s in snaps),
+                                 str(run / "ema.safetensors"), "--out", str(tmp_path / "t.st")])
+    assert r.exit_code == 0, r.output

@@ -51,4 +51,5 @@ def get_method(name: str) -> MethodFn:
 # Importing the implementations fills the registries.
 from stages.quant import gptq as _gptq  # noqa: E402,F401
 from stages.quant import grid as _grid  # noqa: E402,F401
+from stages.quant import lqer  # noqa: E402,F401
 from stages.quant import rtn as _rtn  # noqa: E402,F401
