@@ -1,10 +1,10 @@
 """How close a codec gets to the entropy of the quantized codes, tensor group by tensor group.
 
-The yardstick is the order-0 entropy of each group's int8 codes: the fewest bytes any coder can spend
-on them if it treats them as independent draws from the group's own histogram (a model that uses
-context could do better; none of golf's does). For each group the report gives the bytes a codec
-really spends: for `ans` the group's record in the blob, for the general-purpose codecs that group's
-codes compressed alone at the same level.
+The yardstick is the order-0 entropy of each group's int8 codes: the fewest bytes a coder can spend
+on them if it treats them as independent draws from the group's own histogram. A coder that uses
+context (zstd, brotli and lzma find repeats) can go below it when the codes have structure. For each
+group the report gives the bytes a codec really spends: for `ans` the group's record in the blob,
+for the general-purpose codecs that group's codes compressed alone at the same level.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _achieved(payload: bytes, groups: dict[str, np.ndarray], codec_name: str, le
 
 
 def group_report(payload: bytes, codec_name: str, level: int) -> dict:
-    """Per tensor group: weights, order-0 entropy, bytes achieved with the codec, ratio to the bound.
+    """Per tensor group: weights, order-0 entropy, bytes spent by the codec, ratio to the bound.
 
     Args:
         payload: a quantized artifact's bytes (a float checkpoint has no codes: no groups).

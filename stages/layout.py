@@ -1,4 +1,4 @@
-"""Where the quantized codes lie in a safetensors payload, and how to cut them out and put them back.
+"""Where the quantized codes lie in a safetensors payload; cutting them out and putting them back.
 
 A safetensors file is an 8-byte little-endian header length, a JSON header that gives each tensor's
 dtype and `data_offsets` (relative to the end of the header), then the tensor bytes. The codes of a
@@ -64,7 +64,7 @@ def tensor_spans(data: bytes, total_len: int) -> list[Span]:
             begin, end = (int(x) for x in info["data_offsets"])
             dtype = str(info["dtype"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"safetensors entry {name!r} has no valid dtype/data_offsets") from None
+            raise ValueError(f"safetensors entry {name!r} has no valid dtype/offsets") from None
         if not 0 <= begin <= end or base + end > total_len:
             raise ValueError(f"safetensors entry {name!r} lies outside the payload")
         spans.append(Span(name, dtype, base + begin, base + end))

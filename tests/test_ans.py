@@ -148,6 +148,7 @@ def test_cli_report_bare_and_to_a_file(quantized_path, tmp_path):
     assert r.exit_code == 0, r.output
     size = json.loads(out.read_text())
     assert size["model_bytes"] == (tmp_path / "b.golf").stat().st_size
-    assert size["codec"] == "ans" and size["total_bytes"] == size["model_bytes"] + size["code_bytes"]
+    assert size["codec"] == "ans"
+    assert size["total_bytes"] == size["model_bytes"] + size["code_bytes"]
     assert size["codes"]["bytes"] == sum(g["bytes"] for g in size["groups"].values())
     assert "mlp_down" in r.output
