@@ -244,12 +244,19 @@ def quantize(checkpoint, out, method, grid, calib, target_bytes, codec, params_f
                f"{out.stat().st_size:,} bytes, {digest[:19]}…")
 
 
+# `--report` alone prints the per-group table; `--report FILE` also writes the JSON (as DVC does).
+PRINT_ONLY = Path("-")
+
+
 @cli.command()
 @click.argument("quantized", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--codec", default=None, help="Shortcut for --set codec=... (zstd, brotli, lzma).")
+@click.option("--codec", default=None,
+              help="Shortcut for --set codec=... (zstd, brotli, lzma, ans).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the size accounting as JSON here.")
+              is_flag=False, flag_value=str(PRINT_ONLY),
+              help="Print bytes per tensor group against the entropy bound; with FILE, also "
+                   "write the size accounting and the groups as JSON there.")
 @stage_options
 def compress(quantized, out, codec, report, params_file, overrides):
     """Pack an artifact into one checksummed .golf blob and print the size accounting.
@@ -259,20 +266,40 @@ def compress(quantized, out, codec, report, params_file, overrides):
     """
     from stages.artifacts import write_bytes_atomic, write_json_atomic
     from stages.compress import compress as run
+    from stages.entropy import group_report
 
     if codec:
         overrides += (f"codec={codec}",)
     p = load_params(params_file, ("compress",), overrides)["compress"]
     if not quantized.is_file():
         raise GolfError(f"{quantized}: no such file")
-    blob, r = run(quantized.read_bytes(), str(quantized), p)
+    payload = quantized.read_bytes()
+    blob, r = run(payload, str(quantized), p)
     write_bytes_atomic(out, blob)
     if report is not None:
-        write_json_atomic(report, r)
+        r.update(group_report(payload, r["codec"], r["level"]))
+        if report != PRINT_ONLY:
+            write_json_atomic(report, r)
     click.echo(f"{out}: {r['codec']}-{r['level']} {r['payload_bytes']:,} -> {r['model_bytes']:,} bytes")
+    if report is not None:
+        echo_group_table(r)
     click.echo(f"  model {r['model_bytes']:>12,}\n  code  {r['code_bytes']:>12,}  "
                f"({r['code_files']} files)\n  total {r['total_bytes']:>12,} / {r['limit_bytes']:,}  "
                f"{'OK' if r['fits'] else 'OVER THE LIMIT'} ({r['headroom_bytes']:+,})")
+
+
+def echo_group_table(r: dict) -> None:
+    """The codes of each tensor group: entropy bound against the bytes the codec spent."""
+    if not r["groups"]:
+        click.echo("  no quantized codes (int8 *.q tensors) in this artifact")
+        return
+    click.echo(f"  {'group':<10} {'weights':>11} {'entropy':>8} {'bound':>12} {'bytes':>12} "
+               f"{'bits/w':>7} {'x bound':>8}")
+    for name, row in [*r["groups"].items(), ("codes", r["codes"])]:
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.4f}"
+        click.echo(f"  {name:<10} {row['weights']:>11,} {row['entropy_bits_per_weight']:>8.3f} "
+                   f"{round(row['bound_bytes']):>12,} {row['bytes']:>12,} "
+                   f"{row['bits_per_weight']:>7.3f} {ratio:>8}")
 
 
 @cli.command(name="eval")

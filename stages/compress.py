@@ -4,7 +4,7 @@ Blob layout (all integers little-endian):
 
     magic    8 bytes   b"GOLFBLOB"
     version  u16       BLOB_VERSION
-    codec    u8 length + ASCII name ("zstd", "brotli", "lzma")
+    codec    u8 length + ASCII name ("zstd", "brotli", "lzma", "ans")
     raw_len  u64       length of the payload before compression
     sha256   32 bytes  of the payload before compression (also the hash of the artifact it holds)
     comp_len u64       length of what follows
@@ -29,6 +29,7 @@ from pathlib import Path
 import brotli
 import zstandard
 
+from stages import ans
 from stages.errors import GolfError
 
 MAGIC = b"GOLFBLOB"
@@ -68,6 +69,8 @@ CODECS: dict[str, Codec] = {
     "zstd": Codec(_zstd_compress, _zstd_decompress, 22, range(1, 23)),
     "brotli": Codec(_brotli_compress, brotli.decompress, 11, range(0, 12)),
     "lzma": Codec(_lzma_compress, lzma.decompress, 9, range(0, 10)),
+    # Entropy-codes each tensor group's int8 codes (stages/ans.py); it has no levels to choose.
+    "ans": Codec(ans.compress, ans.decompress, 0, range(0, 1)),
 }
 
 

@@ -2,8 +2,10 @@ import pytest
 import torch
 
 from stages import artifacts
-from stages.config import QuantizeParams
+from stages.config import ModelConfig, QuantizeParams
+from stages.model import CONTROL_NAMES, GPT
 from stages.quant import GRIDS, METHODS, QuantizeError
+from stages.quant.groups import GROUPS, tensor_group
 from stages.quantize import dequantize, quantize
 
 
@@ -91,3 +93,20 @@ def test_magnitude_pruning_zeroes_the_smallest_weights(tiny_run):
     q = quantize(ckpt, QuantizeParams(prune_frac=0.3, keep_float_max_numel=1024), parents={})
     codes = q.tensors["blocks.0.mlp.fc.weight.q"]
     assert (codes == 0).sum() >= int(0.3 * codes.numel())
+
+
+def test_tensor_groups_by_canonical_name():
+    names = {"tok_emb.weight": "embedding", "blocks.0.attn.c_q.weight.q": "attn_q",
+             "blocks.1.attn.c_k.weight": "attn_k", "blocks.10.attn.c_v.weight.scale": "attn_v",
+             "blocks.2.attn.proj.weight.q": "attn_out", "blocks.2.mlp.fc.weight.q": "mlp_up",
+             "blocks.2.mlp.proj.weight.q": "mlp_down", "skip_weights": "other",
+             "blocks.0.attn.q_gain": "other", "proj.weight": "other"}
+    assert {n: tensor_group(n) for n in names} == names
+    assert set(names.values()) == set(GROUPS)
+
+
+def test_every_weight_matrix_of_the_model_has_a_group():
+    cfg = ModelConfig(vocab_size=64, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1)
+    matrices = [n for n, t in GPT(cfg).state_dict().items()
+                if t.ndim == 2 and not any(c in n for c in CONTROL_NAMES)]
+    assert len(matrices) == 1 + 2 * 6 and all(tensor_group(n) != "other" for n in matrices)

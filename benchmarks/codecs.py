@@ -1,0 +1,73 @@
+"""Compare golf's codecs on one quantized artifact: size, speed, and distance to the entropy bound.
+
+    python benchmarks/codecs.py models/quantized.safetensors [--codecs ans zstd] [--repeat 3]
+
+For each codec (at its strongest level) prints the blob bytes, the bits per weight spent on the code
+groups (for `ans` its real per-group records; for the others each group's codes compressed alone),
+the compress and decompress seconds (best of --repeat), and the order-0 entropy bound of the codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+# Run from a checkout without installing: the repository root holds the `stages` package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from stages.compress import CODECS, get_codec, pack  # noqa: E402
+from stages.entropy import group_report  # noqa: E402
+
+
+def best_time(fn, repeat: int) -> tuple[float, object]:
+    """The shortest wall time of `repeat` calls of `fn`, and its last result."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def measure(payload: bytes, name: str, repeat: int) -> dict:
+    """One table row for codec `name` at its default level."""
+    codec = get_codec(name)
+    level = codec.default_level
+    comp_s, body = best_time(lambda: codec.compress(payload, level), repeat)
+    decomp_s, back = best_time(lambda: codec.decompress(body), repeat)
+    if back != payload:
+        raise SystemExit(f"{name}: round trip failed")
+    codes = group_report(payload, name, level)["codes"]
+    return {"codec": f"{name}-{level}", "blob": len(pack(payload, name, level)),
+            "weights": codes["weights"], "bound": codes["bound_bytes"],
+            "bound_bpw": codes["entropy_bits_per_weight"], "codes_bpw": codes["bits_per_weight"],
+            "ratio": codes["ratio"], "comp_s": comp_s, "decomp_s": decomp_s}
+
+
+def print_table(path: Path, payload: bytes, rows: list[dict]) -> None:
+    first = rows[0]
+    print(f"{path}: {len(payload):,} bytes, {first['weights']:,} quantized weights, "
+          f"order-0 bound {round(first['bound']):,} bytes ({first['bound_bpw']:.4f} bits/weight)")
+    print(f"{'codec':<10} {'blob bytes':>12} {'codes b/w':>10} {'x bound':>8} {'bound b/w':>10} "
+          f"{'compress s':>11} {'decompress s':>13}")
+    for r in rows:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.4f}"
+        print(f"{r['codec']:<10} {r['blob']:>12,} {r['codes_bpw']:>10.4f} {ratio:>8} "
+              f"{r['bound_bpw']:>10.4f} {r['comp_s']:>11.3f} {r['decomp_s']:>13.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("artifact", type=Path, help="a quantized artifact (.safetensors)")
+    parser.add_argument("--codecs", nargs="+", default=list(CODECS), choices=list(CODECS))
+    parser.add_argument("--repeat", type=int, default=1, help="timing runs per codec (best kept)")
+    args = parser.parse_args()
+    payload = args.artifact.read_bytes()
+    rows = [measure(payload, name, args.repeat) for name in args.codecs]
+    print_table(args.artifact, payload, rows)
+
+
+if __name__ == "__main__":
+    main()
