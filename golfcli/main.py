@@ -253,12 +253,14 @@ PRINT_ONLY = Path("-")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--codec", default=None,
               help="Shortcut for --set codec=... (zstd, brotli, lzma, ans).")
+@click.option("--layout", default=None,
+              help="Shortcut for --set layout=... (plain, shuffle, grouped, bitpack).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               is_flag=False, flag_value=str(PRINT_ONLY),
               help="Print bytes per tensor group against the entropy bound; with FILE, also "
                    "write the size accounting and the groups as JSON there.")
 @stage_options
-def compress(quantized, out, codec, report, params_file, overrides):
+def compress(quantized, out, codec, layout, report, params_file, overrides):
     """Pack an artifact into one checksummed .golf blob and print the size accounting.
 
     The total counts the compressed model plus the code bytes defined in
@@ -268,8 +270,7 @@ def compress(quantized, out, codec, report, params_file, overrides):
     from stages.compress import compress as run
     from stages.entropy import group_report
 
-    if codec:
-        overrides += (f"codec={codec}",)
+    overrides += tuple(f"{k}={v}" for k, v in (("codec", codec), ("layout", layout)) if v)
     p = load_params(params_file, ("compress",), overrides)["compress"]
     if not quantized.is_file():
         raise GolfError(f"{quantized}: no such file")

@@ -3,15 +3,17 @@
 Blob layout (all integers little-endian):
 
     magic    8 bytes   b"GOLFBLOB"
-    version  u16       BLOB_VERSION
+    version  u16       BLOB_VERSION (2; version 1 blobs, which have no layout field, still read)
     codec    u8 length + ASCII name ("zstd", "brotli", "lzma", "ans")
+    layout   u8 length + ASCII name ("plain", "shuffle", "grouped", "bitpack"; stages/transforms.py)
     raw_len  u64       length of the payload before compression
     sha256   32 bytes  of the payload before compression (also the hash of the artifact it holds)
     comp_len u64       length of what follows
     data     comp_len bytes
 
-The payload is the artifact file exactly as `golf quantize` wrote it, so decompression gives back
-those bytes, checked against the stored SHA-256; a damaged or truncated blob is refused.
+The payload is the artifact file exactly as `golf quantize` wrote it, so decompression (and undoing
+the layout) gives back those bytes, checked against the stored SHA-256; a damaged or truncated blob
+is refused.
 
 What counts toward the limit is defined here and nowhere else: `COUNTED_CODE` below. The limit is the
 challenge's: compressed model bytes + code bytes <= 16,000,000 decimal bytes.
@@ -31,9 +33,11 @@ import zstandard
 
 from stages import ans
 from stages.errors import GolfError
+from stages.transforms import TRANSFORMS
 
 MAGIC = b"GOLFBLOB"
-BLOB_VERSION = 1
+BLOB_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _FIXED = struct.Struct("<8sH")
 
 
@@ -84,17 +88,28 @@ def is_blob(data: bytes) -> bool:
     return data[:len(MAGIC)] == MAGIC
 
 
-def pack(payload: bytes, codec_name: str, level: int | None = None) -> bytes:
-    """Compress `payload` into a blob, and check that it decompresses to the same bytes."""
+def _get_layout(name: str):
+    if name not in TRANSFORMS:
+        raise BlobError(f"compress.layout {name!r} is not available "
+                        f"(known: {', '.join(TRANSFORMS)})")
+    return TRANSFORMS[name]
+
+
+def pack(payload: bytes, codec_name: str, level: int | None = None, layout: str = "plain") -> bytes:
+    """Lay out `payload`, compress it into a blob, and check that it unpacks to the same bytes."""
     codec = get_codec(codec_name)
+    forward, _ = _get_layout(layout)
+    if codec_name == "ans" and layout != "plain":
+        raise BlobError("ans codes the plain layout (it finds the code tensors itself)")
     level = codec.default_level if level is None else level
     if level not in codec.levels:
         raise BlobError(f"compress.level {level} is out of range for {codec_name} "
                         f"({codec.levels.start}..{codec.levels.stop - 1})")
-    body = codec.compress(payload, level)
-    name = codec_name.encode("ascii")
+    body = codec.compress(forward(payload), level)
+    name, layout_name = codec_name.encode("ascii"), layout.encode("ascii")
     blob = b"".join([
         _FIXED.pack(MAGIC, BLOB_VERSION), struct.pack("<B", len(name)), name,
+        struct.pack("<B", len(layout_name)), layout_name,
         struct.pack("<Q", len(payload)), hashlib.sha256(payload).digest(),
         struct.pack("<Q", len(body)), body,
     ])
@@ -110,6 +125,7 @@ class Unpacked:
     version: int
     sha256: str
     compressed_bytes: int
+    layout: str = "plain"
 
 
 def unpack(blob: bytes, source: str) -> Unpacked:
@@ -117,14 +133,19 @@ def unpack(blob: bytes, source: str) -> Unpacked:
     if len(blob) < _FIXED.size or not is_blob(blob):
         raise BlobError(f"{source}: not a golf blob (bad magic)")
     _, version = _FIXED.unpack_from(blob)
-    if version != BLOB_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BlobError(f"{source}: blob format version {version} is not supported "
-                        f"(this golf reads version {BLOB_VERSION})")
+                        f"(this golf reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     try:
         pos = _FIXED.size
         (n,) = struct.unpack_from("<B", blob, pos)
         codec_name = blob[pos + 1:pos + 1 + n].decode("ascii")
         pos += 1 + n
+        layout = "plain"
+        if version >= 2:
+            (n,) = struct.unpack_from("<B", blob, pos)
+            layout = blob[pos + 1:pos + 1 + n].decode("ascii")
+            pos += 1 + n
         (raw_len,) = struct.unpack_from("<Q", blob, pos)
         digest = blob[pos + 8:pos + 40]
         (comp_len,) = struct.unpack_from("<Q", blob, pos + 40)
@@ -136,13 +157,14 @@ def unpack(blob: bytes, source: str) -> Unpacked:
         raise BlobError(f"{source}: truncated or padded blob ({len(body)} payload bytes, "
                         f"header says {comp_len})")
     codec = get_codec(codec_name)
+    _, inverse = _get_layout(layout)
     try:
-        payload = codec.decompress(body)
-    except Exception as e:  # each codec raises its own error type
+        payload = inverse(codec.decompress(body))
+    except Exception as e:  # each codec (and a layout fed damaged bytes) raises its own type
         raise BlobError(f"{source}: {codec_name} payload is damaged ({type(e).__name__})") from None
     if len(payload) != raw_len or hashlib.sha256(payload).digest() != digest:
         raise BlobError(f"{source}: checksum mismatch: the blob is damaged")
-    return Unpacked(payload, codec_name, version, "sha256:" + digest.hex(), len(blob))
+    return Unpacked(payload, codec_name, version, "sha256:" + digest.hex(), len(blob), layout)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -196,9 +218,9 @@ def compress(payload: bytes, source: str, params) -> tuple[bytes, dict]:
     from stages.artifacts import from_bytes  # local: keeps this module importable on its own
 
     artifact = from_bytes(payload, source, expect=("quantized", "checkpoint"))
-    blob = pack(payload, params.codec, params.level)
+    blob = pack(payload, params.codec, params.level, params.layout)
     report = size_report(len(blob), params.limit_bytes)
-    report.update(codec=params.codec, level=params.level or get_codec(params.codec).default_level,
+    report.update(codec=params.codec, layout=params.layout, level=params.level or get_codec(params.codec).default_level,
                   payload_bytes=len(payload), payload_kind=artifact.kind,
                   payload_sha256="sha256:" + hashlib.sha256(payload).hexdigest())
     return blob, report

@@ -239,10 +239,12 @@ class QuantizeParams:
 
 @dataclass(frozen=True)
 class CompressParams:
-    """`golf compress`: codec and its level (null = the codec's strongest setting)."""
+    """`golf compress`: codec and its level (null = the codec's strongest setting), and the layout
+    of the payload before the codec (stages/transforms.py)."""
 
     codec: str = "zstd"
     level: int | None = None
+    layout: str = "plain"  # plain | shuffle | grouped | bitpack
     limit_bytes: int = 16_000_000  # decimal bytes, code included
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ def describe(path: str | Path) -> dict:
     if is_blob(data):
         unpacked = unpack(data, str(path))
         out["blob"] = {"format_version": unpacked.version, "codec": unpacked.codec,
+                       "layout": unpacked.layout,
                        "payload_bytes": len(unpacked.payload), "payload_sha256": unpacked.sha256,
                        "ratio": round(len(unpacked.payload) / len(data), 4)}
         data = unpacked.payload

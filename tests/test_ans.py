@@ -19,7 +19,7 @@ from stages.quantize import quantize
 
 
 def _body(blob: bytes) -> bytes:
-    return blob[8 + 2 + 1 + len("ans") + 8 + 32 + 8:]
+    return blob[8 + 2 + 1 + len("ans") + 1 + len("plain") + 8 + 32 + 8:]
 
 
 def _quantized_payload(tensors: dict[str, torch.Tensor], cfg: ModelConfig, bits: int) -> bytes:

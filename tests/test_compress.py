@@ -31,7 +31,7 @@ def test_checksum_catches_a_consistent_but_wrong_payload(quantized_path):
     payload = quantized_path.read_bytes()
     blob = bytearray(pack(payload, "lzma"))
     # Flip one bit of the stored checksum: the payload decompresses fine but no longer matches.
-    pos = 8 + 2 + 1 + len("lzma") + 8
+    pos = 8 + 2 + 1 + len("lzma") + 1 + len("plain") + 8
     blob[pos] ^= 1
     with pytest.raises(BlobError, match="checksum mismatch"):
         unpack(bytes(blob), "m.golf")
