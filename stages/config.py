@@ -197,6 +197,7 @@ class QuantizeParams:
     calib_seq_len: int = 256
     calib_seed: int = 0
     calib_temperature: float = 0.8  # self-generated calibration text
+    device: str = "auto"  # where calibration and GPTQ run: auto (CUDA when present) | cpu | cuda
 
     def __post_init__(self) -> None:
         _check(2 <= self.bits <= 8, f"quantize.bits must be in [2, 8], got {self.bits}")
@@ -229,6 +230,8 @@ class QuantizeParams:
             _check(getattr(self, key) >= 1, f"quantize.{key} must be >= 1, got {getattr(self, key)}")
         _check(self.calib_temperature > 0,
                f"quantize.calib_temperature must be > 0, got {self.calib_temperature}")
+        _check(self.device in ("auto", "cpu", "cuda"),
+               f"quantize.device must be one of auto, cpu, cuda; got {self.device!r}")
 
     def bits_for(self, group: str) -> int:
         return self.group_bits.get(group, self.bits)

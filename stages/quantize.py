@@ -20,6 +20,7 @@ import torch
 from stages.artifacts import Artifact, to_bytes
 from stages.compress import pack
 from stages.config import QuantizeParams, to_dict
+from stages.device import resolve_device
 from stages.model import CONTROL_NAMES
 from stages.quant import QuantizeError, get_grid, get_method, lqer
 from stages.quant.groups import tensor_group
@@ -65,6 +66,7 @@ def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str,
         raise QuantizeError(f"quantize {params.method}/{params.grid} needs calibration data "
                             f"(--calib DATA_DIR or --calib self)")
     hessians = hessians or {}
+    device = resolve_device(params.device)
     tensors: dict[str, torch.Tensor] = {}
     table: dict[str, dict] = {}
     for name in sorted(checkpoint.tensors):
@@ -87,8 +89,10 @@ def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str,
         # Floor at fp16's smallest normal number (an all-zero row would otherwise divide by zero),
         # then round to fp16 first: the codes are then optimal for the scales that are stored.
         scale = (clip.float() / qmax).clamp_min(FP16_MIN_NORMAL).half().float()
-        q = method(w, scale, qmax, hessian=h, block=params.gptq_block, damp=params.gptq_damp,
-                   act_order=params.gptq_act_order)
+        on = device if h is not None else torch.device("cpu")  # only Hessian solvers need the GPU
+        q = method(w.to(on), scale.to(on), qmax, hessian=None if h is None else h.to(on),
+                   block=params.gptq_block, damp=params.gptq_damp,
+                   act_order=params.gptq_act_order).cpu()
         tensors[f"{name}.q"] = q.contiguous()
         tensors[f"{name}.scale"] = scale.half()
         table[name] = {"scheme": "int_per_row", "bits": bits, "group": group,

@@ -46,13 +46,14 @@ def from_train_tokens(data: TrainTokens, params: QuantizeParams) -> Calibration:
 @torch.no_grad()
 def self_generated(model: GPT, params: QuantizeParams) -> Calibration:
     """Sequences sampled from the model itself, each starting from BOS like a document."""
-    gen = torch.Generator().manual_seed(params.calib_seed)
+    gen = torch.Generator().manual_seed(params.calib_seed)  # CPU sampling: same text on any device
     model.eval()
+    device = next(model.parameters()).device
     batches = []
     for _ in range(params.calib_batches):
         seq = torch.full((params.calib_batch_seqs, 1), BOS_ID, dtype=torch.long)
         for _ in range(params.calib_seq_len - 1):
-            logits = model(seq)[:, -1, :] / params.calib_temperature
+            logits = model(seq.to(device))[:, -1, :].float().cpu() / params.calib_temperature
             nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen)
             seq = torch.cat([seq, nxt], dim=1)
         batches.append(seq)
@@ -85,12 +86,13 @@ def collect_hessians(model: GPT, calib: Calibration) -> dict[str, torch.Tensor]:
         handles.append(model.final_norm.register_forward_hook(
             lambda m, inp, out, h=_accumulate(sums, counts, "tok_emb.weight"): h(m, inp, out)))
         model.eval()
+        device = next(model.parameters()).device
         for batch in calib.batches:
-            model(batch)
+            model(batch.to(device))
     finally:
         for handle in handles:
             handle.remove()
-    return {name: sums[name] / counts[name] for name in sums}
+    return {name: (sums[name] / counts[name]).cpu() for name in sums}
 
 
 def calibrate(checkpoint, source: str, params: QuantizeParams) -> tuple[dict[str, torch.Tensor], dict]:
@@ -108,9 +110,11 @@ def calibrate(checkpoint, source: str, params: QuantizeParams) -> tuple[dict[str
     from pathlib import Path
 
     from stages.data import ShardError, load_train_tokens, load_val_tokens
+    from stages.device import resolve_device
     from stages.model import build_model
 
-    model = build_model(checkpoint.model_config, checkpoint.tensors)
+    model = build_model(checkpoint.model_config, checkpoint.tensors,
+                        device=resolve_device(params.device))
     if source == "self":
         calib = self_generated(model, params)
     else:

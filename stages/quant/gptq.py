@@ -21,7 +21,7 @@ from stages.quant import METHODS, QuantizeError
 
 def _inverse_cholesky_upper(h: torch.Tensor, damp: float) -> torch.Tensor:
     """Upper Cholesky factor of H^-1, raising the damping until H is positive definite."""
-    eye = torch.eye(h.size(0), dtype=h.dtype)
+    eye = torch.eye(h.size(0), dtype=h.dtype, device=h.device)
     mean_diag = torch.diagonal(h).mean().clamp_min(1e-12)
     for attempt in range(6):
         damped = h + (damp * 10**attempt) * mean_diag * eye
@@ -49,13 +49,13 @@ def gptq(w: torch.Tensor, scale: torch.Tensor, qmax: int, *, hessian: torch.Tens
         raise QuantizeError("quantize.method 'gptq' needs calibration data (--calib DATA_DIR or "
                             "--calib self)")
     W = w.double().clone()
-    H = hessian.double().clone()
-    s = scale.double()[:, None]
+    H = hessian.to(W.device).double().clone()
+    s = scale.to(W.device).double()[:, None]
     dead = torch.diagonal(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     perm = torch.argsort(torch.diagonal(H), descending=True) if act_order else \
-        torch.arange(W.size(1))
+        torch.arange(W.size(1), device=W.device)
     W, H = W[:, perm], H[perm][:, perm]
     U = _inverse_cholesky_upper(H, damp)
 
@@ -74,7 +74,7 @@ def gptq(w: torch.Tensor, scale: torch.Tensor, qmax: int, *, hessian: torch.Tens
             W1[:, j:] -= err * U1[j:j + 1, j:]
             E1[:, j:j + 1] = err
         W[:, i2:] -= E1 @ U[i1:i2, i2:]
-    return Q[:, torch.argsort(perm)].to(torch.int8)
+    return Q[:, torch.argsort(perm)].to(torch.int8).cpu()
 
 
 METHODS["gptq"] = gptq
