@@ -40,6 +40,15 @@ class ModelConfig:
     logit_softcap: float = 30.0
     rope_base: float = 10000.0
     qk_gain_init: float = 1.5
+    # Features of the record stacks (spec §2.3); the defaults are the baseline's behaviour.
+    activation: str = "relu2"  # relu2 | leaky_relu2 (LeakyReLU(0.5) squared) | swiglu
+    rope_dims: int = 0  # rotated dims per head; 0 = all (partial RoPE when smaller)
+    ln_scale: bool = False  # scale each sublayer's normalized input by 1/sqrt(layer + 1)
+    xsa_last_n: int = 0  # exclusive self-attention on the last N layers
+    skip_gates: bool = False  # sigmoid-gated U-Net skips (lerp between skip and stream)
+    smear_gate: bool = False  # input-dependent blend with the previous token, masked at BOS
+    attn_out_gate: bool = False  # per-head output gate 2*sigmoid(W x[:12]), identity at init
+    ortho_init: bool = False  # orthogonal init of the large matrices (outputs stay zero)
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult"):
@@ -56,6 +65,13 @@ class ModelConfig:
                f"model.model_dim / model.num_heads must be even for RoPE, got "
                f"{self.model_dim // self.num_heads}")
         _check(self.logit_softcap > 0, f"model.logit_softcap must be > 0, got {self.logit_softcap}")
+        _check(self.activation in ("relu2", "leaky_relu2", "swiglu"),
+               f"model.activation must be one of relu2, leaky_relu2, swiglu; got {self.activation!r}")
+        head_dim = self.model_dim // self.num_heads
+        _check(0 <= self.rope_dims <= head_dim and self.rope_dims % 2 == 0,
+               f"model.rope_dims must be even and in [0, {head_dim}] (0 = all), got {self.rope_dims}")
+        _check(0 <= self.xsa_last_n <= self.num_layers,
+               f"model.xsa_last_n must be in [0, {self.num_layers}], got {self.xsa_last_n}")
 
 
 @dataclass(frozen=True)
