@@ -192,8 +192,10 @@ def average(checkpoints, out, params_file, overrides):
     from stages.average import average as run
 
     p = load_params(params_file, ("average",), overrides)["average"]
-    loaded = [(str(c), artifacts.load(c, expect="checkpoint")) for c in checkpoints]
-    parents = {f"input_{i}": artifacts.sha256_file(c) for i, c in enumerate(checkpoints)}
+    loaded, parents = [], {}
+    for i, c in enumerate(checkpoints):
+        ckpt, parents[f"input_{i}"] = artifacts.load_with_hash(c, expect="checkpoint")
+        loaded.append((str(c), ckpt))
     digest = artifacts.save(run(loaded, p, parents=parents), out)
     click.echo(f"{out}: average of {len(checkpoints)} checkpoint(s) "
                f"(weights {p.weights or 'uniform'}), {digest[:19]}…")
@@ -225,8 +227,8 @@ def quantize(checkpoint, out, method, grid, calib, target_bytes, codec, params_f
 
     overrides += tuple(f"{k}={v}" for k, v in (("method", method), ("grid", grid)) if v)
     p = load_params(params_file, ("quantize",), overrides)["quantize"]
-    ckpt = artifacts.load(checkpoint, expect="checkpoint")
-    kwargs = {"parents": {"checkpoint": artifacts.sha256_file(checkpoint)}}
+    ckpt, digest = artifacts.load_with_hash(checkpoint, expect="checkpoint")
+    kwargs = {"parents": {"checkpoint": digest}}
     if needs_calibration(p):
         if calib is None:
             raise GolfError(f"quantize {p.method}/{p.grid} needs --calib DATA_DIR or --calib self")

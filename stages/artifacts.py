@@ -174,10 +174,17 @@ def from_bytes(data: bytes, source: str, expect: str | tuple[str, ...] | None = 
 
 def load(path: str | os.PathLike, expect: str | tuple[str, ...] | None = None) -> Artifact:
     """Read an artifact from disk, checking its kind (if `expect` is given) and format version."""
+    return load_with_hash(path, expect)[0]
+
+
+def load_with_hash(path: str | os.PathLike,
+                   expect: str | tuple[str, ...] | None = None) -> tuple[Artifact, str]:
+    """`load`, plus the sha256 of the bytes read (for recording it as a parent): one read."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file")
-    return from_bytes(path.read_bytes(), str(path), expect)
+    data = path.read_bytes()
+    return from_bytes(data, str(path), expect), sha256_bytes(data)
 
 
 def _read_metadata(data: bytes) -> dict[str, str] | None:

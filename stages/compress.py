@@ -32,6 +32,7 @@ import brotli
 import zstandard
 
 from stages import ans
+from stages.artifacts import Artifact, ArtifactError, from_bytes, sha256_bytes
 from stages.errors import GolfError
 from stages.transforms import TRANSFORMS
 
@@ -171,6 +172,26 @@ def unpack(blob: bytes, source: str) -> Unpacked:
     return Unpacked(payload, codec_name, version, "sha256:" + digest.hex(), len(blob), layout)
 
 
+@dataclass(frozen=True)
+class ReadArtifact:
+    artifact: Artifact
+    file_bytes: int
+    file_sha256: str
+    blob: Unpacked | None  # set when the file was a .golf blob
+
+
+def read_artifact(path: str | Path) -> ReadArtifact:
+    """An artifact from a file that is either the artifact itself or a `.golf` blob holding one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file")
+    data = path.read_bytes()
+    blob = unpack(data, str(path)) if is_blob(data) else None
+    artifact = from_bytes(blob.payload, f"{path} (inside the blob)") if blob else \
+        from_bytes(data, str(path))
+    return ReadArtifact(artifact, len(data), sha256_bytes(data), blob)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Size accounting
 # ---------------------------------------------------------------------------------------------------
@@ -219,8 +240,6 @@ def compress(payload: bytes, source: str, params) -> tuple[bytes, dict]:
     Returns:
         The blob, and the size report (with the codec and the artifact hash added).
     """
-    from stages.artifacts import from_bytes  # local: keeps this module importable on its own
-
     artifact = from_bytes(payload, source, expect=("quantized", "checkpoint"))
     blob = pack(payload, params.codec, params.level, params.layout)
     report = size_report(len(blob), params.limit_bytes)

@@ -87,7 +87,7 @@ class TokenizeParams:
     character_coverage: float = 0.9995
 
     def __post_init__(self) -> None:
-        _check(self.vocab_size >= 260 or self.vocab_size == 0,
+        _check(self.vocab_size >= 260,
                f"tokenize.vocab_size must be >= 260 (4 control ids + 256 byte-fallback ids), "
                f"got {self.vocab_size}")
         _check(self.vocab_size <= 65536, f"tokenize.vocab_size must be <= 65536, got {self.vocab_size}")

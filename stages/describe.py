@@ -4,27 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import artifacts
-from stages.artifacts import ArtifactError, sha256_bytes
-from stages.compress import is_blob, unpack
+from stages.compress import read_artifact
 from stages.quantize import scheme_counts
 
 
 def describe(path: str | Path) -> dict:
     """A plain-data description of a checkpoint, quantized artifact or `.golf` blob."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such file")
-    data = path.read_bytes()
-    out: dict = {"file": str(path), "file_bytes": len(data), "sha256": sha256_bytes(data)}
-    if is_blob(data):
-        unpacked = unpack(data, str(path))
-        out["blob"] = {"format_version": unpacked.version, "codec": unpacked.codec,
-                       "layout": unpacked.layout,
-                       "payload_bytes": len(unpacked.payload), "payload_sha256": unpacked.sha256,
-                       "ratio": round(len(unpacked.payload) / len(data), 4)}
-        data = unpacked.payload
-    art = artifacts.from_bytes(data, str(path))
+    read = read_artifact(path)
+    art, blob = read.artifact, read.blob
+    out: dict = {"file": str(path), "file_bytes": read.file_bytes, "sha256": read.file_sha256}
+    if blob:
+        out["blob"] = {"format_version": blob.version, "codec": blob.codec, "layout": blob.layout,
+                       "payload_bytes": len(blob.payload), "payload_sha256": blob.sha256,
+                       "ratio": round(len(blob.payload) / read.file_bytes, 4)}
     meta = art.metadata()
     out.update({k: meta[k] for k in ("kind", "format_version", "golf_version", "model_config",
                                      "params", "parents", "provenance")})

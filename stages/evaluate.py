@@ -20,10 +20,9 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-from stages import artifacts
-from stages.artifacts import Artifact, ArtifactError, sha256_file
-from stages.bpb import build_byte_table, target_bytes
-from stages.compress import is_blob, unpack
+from stages.artifacts import Artifact, sha256_file
+from stages.bpb import bits_per_byte, build_byte_table, target_bytes
+from stages.compress import read_artifact
 from stages.config import EvalParams, ModelConfig, to_dict
 from stages.data import ValTokens, find_tokenizer, load_val_tokens
 from stages.device import resolve_device
@@ -42,20 +41,13 @@ class LoadedModel:
 
 def load_model(path: str | Path) -> LoadedModel:
     """Float weights of any model artifact: a checkpoint, a quantized artifact or a `.golf` blob."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such file")
-    data = path.read_bytes()
-    info = {"path": str(path), "file_sha256": sha256_file(path), "file_bytes": len(data)}
-    if is_blob(data):
-        unpacked = unpack(data, str(path))
-        info.update(blob_codec=unpacked.codec, blob_bytes=unpacked.compressed_bytes,
-                    payload_sha256=unpacked.sha256)
-        art = artifacts.from_bytes(unpacked.payload, f"{path} (inside the blob)",
-                                   expect=("quantized", "checkpoint"))
-    else:
-        art = artifacts.from_bytes(data, str(path), expect=("quantized", "checkpoint"))
-    info["kind"] = "blob/" + art.kind if is_blob(data) else art.kind
+    read = read_artifact(path)
+    art = read.artifact
+    info = {"path": str(path), "file_sha256": read.file_sha256, "file_bytes": read.file_bytes,
+            "kind": f"blob/{art.kind}" if read.blob else art.kind}
+    if read.blob:
+        info.update(blob_codec=read.blob.codec, blob_bytes=read.blob.compressed_bytes,
+                    payload_sha256=read.blob.sha256)
     state = dequantize(art) if art.kind == "quantized" else {k: v.float() for k, v in art.tensors.items()}
     return LoadedModel(state, art.model_config, art, info)
 
@@ -102,7 +94,7 @@ def evaluate(model: LoadedModel, val: ValTokens, sp: spm.SentencePieceProcessor,
     val_loss = nll_sum / scored
     return {
         "val_loss": val_loss,
-        "val_bpb": nll_sum / math.log(2) / byte_sum,
+        "val_bpb": bits_per_byte(nll_sum, byte_sum),
         "tokens": scored,
         "bytes": byte_sum,
         "mode": params.mode,

@@ -6,9 +6,9 @@ names are the ones golf uses (stages/model.py). The file is read with `torch.loa
 rather than executed.
 
 The architecture is read from the tensor shapes. What the weights cannot tell (logit_softcap,
-rope_base, qk_gain_init, tied_embed_init_std) comes from the model section of the params; a shape
-value given there must agree with the weights, because a silent override would describe a model
-the tensors are not.
+rope_base, qk_gain_init, tied_embed_init_std) comes from the model values the caller passes; a shape
+value among them must agree with the weights, because a silent override would describe a model the
+tensors are not (the CLI passes only the shape values given explicitly with --set).
 """
 
 from __future__ import annotations

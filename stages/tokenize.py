@@ -107,6 +107,12 @@ def _encode_stream(sp: spm.SentencePieceProcessor, docs: list[str],
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
 
+def _split_documents(stream: np.ndarray) -> list[np.ndarray]:
+    """The token ids of each document of a `[BOS] + ids` stream (encoders never emit BOS)."""
+    starts = np.flatnonzero(stream == BOS_ID)
+    return [stream[a + 1:b] for a, b in zip(starts, [*starts[1:], stream.size], strict=True)]
+
+
 def _write_split(out: Path, split: str, tokens: np.ndarray, shard_tokens: int) -> list[dict]:
     shards = []
     for k, start in enumerate(range(0, max(len(tokens), 1), shard_tokens)):
@@ -159,7 +165,8 @@ def tokenize(corpus: Corpus, params: TokenizeParams, out_dir: str | os.PathLike,
     table = build_byte_table(sp)
     val_text_bytes = sum(len(d.encode("utf-8")) for d in val_docs)
     val_table_bytes = stream_bytes(val_tokens, table)
-    lossless = all(sp.decode(ids) == d for ids, d in zip(sp.encode(val_docs), val_docs, strict=True))
+    lossless = all(sp.decode(ids.tolist()) == d
+                   for ids, d in zip(_split_documents(val_tokens), val_docs, strict=True))
     if (tokenizer_model is None or lossless) and val_table_bytes != val_text_bytes:
         raise TokenizeError(f"byte accounting is wrong: the tokenizer's byte table counts "
                             f"{val_table_bytes} validation bytes but the text has {val_text_bytes}")

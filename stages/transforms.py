@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from stages.layout import Span, code_spans, cut, splice, tensor_spans
+from stages.layout import Span, code_spans, cut, is_code, splice, tensor_spans
 from stages.quant.groups import GROUPS, tensor_group
 
 _LEN_BYTES = 8
@@ -33,9 +33,7 @@ def _header(data: bytes) -> dict:
 
 def _codes_of_original(data: bytes, original_len: int) -> list[Span]:
     """Code spans of the original payload, read from the header at the start of `data`."""
-    spans = [s for s in tensor_spans(data, original_len) if s.dtype == "I8" and s.name.endswith(".q")
-             and s.size > 0]
-    return spans
+    return [s for s in tensor_spans(data, original_len) if is_code(s)]
 
 
 def _shape(header: dict, span: Span) -> tuple[int, int]:

@@ -63,12 +63,13 @@ def self_generated(model: GPT, params: QuantizeParams) -> Calibration:
         "seq_len": params.calib_seq_len})
 
 
-def _accumulate(store: dict, counts: dict, name: str) -> Callable:
-    def hook(_module, _inputs, output_or_input):
-        x = output_or_input.detach().float().reshape(-1, output_or_input.size(-1))
+def _accumulate(store: dict, counts: dict, name: str) -> Callable[[torch.Tensor], None]:
+    """Adds X^T X of a layer input X (..., features) to `store[name]`."""
+    def add(x: torch.Tensor) -> None:
+        x = x.detach().float().reshape(-1, x.size(-1))
         store[name] = store.get(name, 0) + x.T @ x
         counts[name] = counts.get(name, 0) + x.size(0)
-    return hook
+    return add
 
 
 @torch.no_grad()
@@ -79,12 +80,11 @@ def collect_hessians(model: GPT, calib: Calibration) -> dict[str, torch.Tensor]:
     handles = []
     try:
         for name, module in model.named_modules():
-            if isinstance(module, nn.Linear):
-                hook = _accumulate(sums, counts, f"{name}.weight")
-                handles.append(module.register_forward_hook(
-                    lambda m, inp, out, h=hook: h(m, inp, inp[0])))
-        handles.append(model.final_norm.register_forward_hook(
-            lambda m, inp, out, h=_accumulate(sums, counts, "tok_emb.weight"): h(m, inp, out)))
+            if isinstance(module, nn.Linear):  # a linear layer's input
+                add = _accumulate(sums, counts, f"{name}.weight")
+                handles.append(module.register_forward_hook(lambda m, i, o, add=add: add(i[0])))
+        add = _accumulate(sums, counts, "tok_emb.weight")  # the tied head's input: final-norm output
+        handles.append(model.final_norm.register_forward_hook(lambda m, i, o, add=add: add(o)))
         model.eval()
         device = next(model.parameters()).device
         for batch in calib.batches:
