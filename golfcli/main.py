@@ -392,5 +392,53 @@ def inspect_(artifact, as_json):
         click.echo(f"  {t['name']:<{width}}  {t['dtype']:<8} {t['shape']}")
 
 
+@cli.command(name="compare", context_settings={"ignore_unknown_options": True})
+@click.argument("files", nargs=-1, type=click.UNPROCESSED, metavar="RUN_METRICS... --baseline "
+                "BASELINE_METRICS...")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the result as JSON.")
+@click.option("--min-gain", type=click.FloatRange(min=0), default=0.005,
+              help="Improvement in mean val_loss (nats) that must hold.")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+              help="Significance level of the one-sided Welch t-test.")
+def compare_(files, out, min_gain, alpha):
+    """Compare `golf eval` metrics of candidate seeds with baseline seeds.
+
+    Mean and std of val_loss and val_bpb on each side, and a one-sided Welch t-test of whether the
+    candidate improves the mean val_loss by at least --min-gain nats at p < --alpha (the
+    challenge's acceptance rule: 0.005 nats, p < 0.01). Example:
+
+        golf compare runs/new/*/eval.json --baseline runs/base/*/eval.json
+    """
+    from stages.artifacts import write_json_atomic
+    from stages.compare import compare
+
+    files = list(files)
+    if files.count("--baseline") != 1:
+        raise click.UsageError("give the baseline runs once, after --baseline")
+    split = files.index("--baseline")
+    candidate, baseline = files[:split], files[split + 1:]
+    if not candidate or not baseline:
+        raise click.UsageError("need candidate RUN_METRICS before --baseline and files after it")
+
+    def read(path: str) -> dict:
+        try:
+            return json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise GolfError(f"{path}: not JSON ({e})") from None
+
+    result = compare([read(p) for p in candidate], [read(p) for p in baseline],
+                     min_gain_nats=min_gain, alpha=alpha)
+    for side in ("candidate", "baseline"):
+        s = result[side]
+        click.echo(f"{side:<9}  n={s['n']}  val_loss {s['val_loss']['mean']:.5f} ± "
+                   f"{s['val_loss']['std']:.5f}  val_bpb {s['val_bpb']['mean']:.5f} ± "
+                   f"{s['val_bpb']['std']:.5f}")
+    click.echo(f"any gain   p = {result['welch_any_gain']['p']:.3g}")
+    click.echo(result["verdict"])
+    if out:
+        write_json_atomic(out, result)
+
+
 def main() -> None:
     cli(prog_name="golf")
