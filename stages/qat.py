@@ -1,0 +1,98 @@
+"""Late QAT: straight-through fake quantisation of weight matrices (spec §3.5).
+
+The forward pass sees each matrix as the quantize stage would store it, per-row symmetric:
+
+    qmax = 2^(bits-1) - 1
+    clip = max |w_row|                 (clip_sigmas == 0: the `percentile` grid at 100 %)
+         = clip_sigmas * std(w_row)    (clip_sigmas > 0: the `sdclip` grid)
+    scale = clip / qmax, floored at fp16's smallest normal and rounded to fp16 (as stored)
+    w_fq = clamp(round(w / scale), -qmax, qmax) * scale
+
+and the backward pass sees the identity (straight-through): w + (w_fq - w).detach().
+
+The on/off switch is a tensor (`QATState.on`), used arithmetically, never a Python flag: a compiled
+graph reads tensors at run time, whereas torch.compile may fold a Python attribute into a constant,
+which silently kept one record's late QAT from ever running.
+
+The rounding is written out here rather than imported from `stages.quant`: importing the quantizer
+package into the model would make every quantizer file a dependency of the training stage (so an
+edit to GPTQ would rerun training). tests/test_qat.py checks that the result equals what
+`golf quantize` (rtn with the percentile-100 or sdclip grid) dequantizes to.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FP16_MIN_NORMAL = 2.0**-14  # the quantize stage's floor for a row's scale
+
+
+def qmax_for(bits: int) -> int:
+    """Largest code magnitude of a signed `bits`-bit symmetric grid (31 for int6)."""
+    return (1 << (bits - 1)) - 1
+
+
+def row_scales(w: torch.Tensor, qmax: torch.Tensor | float,
+               clip_sigmas: torch.Tensor | float) -> torch.Tensor:
+    """Per-row scales (rows, 1): row abs max, or `clip_sigmas` row std when that is > 0."""
+    w = w.detach().float()
+    absmax = w.abs().amax(dim=1, keepdim=True)
+    sd_clip = clip_sigmas * w.std(dim=1, keepdim=True, unbiased=False)
+    clip = torch.where(torch.as_tensor(clip_sigmas) > 0, sd_clip, absmax)
+    return (clip / qmax).clamp_min(FP16_MIN_NORMAL).half().float()
+
+
+def fake_quantize(w: torch.Tensor, qmax: torch.Tensor | float,
+                  clip_sigmas: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """`w` (rows, cols) rounded to the per-row grid and dequantized, without a gradient."""
+    scale = row_scales(w, qmax, clip_sigmas)
+    codes = torch.clamp(torch.round(w.detach().float() / scale), -qmax, qmax)
+    return (codes * scale).to(w.dtype)
+
+
+def straight_through(w: torch.Tensor, on: torch.Tensor, qmax: torch.Tensor,
+                     clip_sigmas: torch.Tensor) -> torch.Tensor:
+    """`w` when `on` is 0, its fake-quantized value when `on` is 1; the gradient is the identity.
+
+    With `on` = 0 the added term is exactly zero, so the forward value and gradient are those of
+    the plain weight.
+    """
+    return w + on * (fake_quantize(w, qmax, clip_sigmas) - w).detach()
+
+
+class QATState(nn.Module):
+    """The switch and grid shared by every fake-quantized matrix: tensors, so compiled graphs see
+    changes. Non-persistent buffers: they move with `.to()` but never enter a state_dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("on", torch.zeros(()), persistent=False)
+        # A valid grid even while off (qmax = 0 would make 0 * inf = nan in the masked term).
+        self.register_buffer("qmax", torch.tensor(float(qmax_for(8))), persistent=False)
+        self.register_buffer("clip_sigmas", torch.zeros(()), persistent=False)
+
+    @torch.no_grad()
+    def set(self, bits: int, clip_sigmas: float = 0.0) -> None:
+        """Fake-quantize to `bits` (2..8) with the given clip rule; `bits` = 0 switches it off."""
+        if bits != 0 and not 2 <= bits <= 8:
+            raise ValueError(f"QAT bits must be 0 (off) or in [2, 8], got {bits}")
+        if clip_sigmas < 0:
+            raise ValueError(f"QAT clip_sigmas must be >= 0, got {clip_sigmas}")
+        self.on.fill_(1.0 if bits else 0.0)
+        self.qmax.fill_(float(qmax_for(bits or 8)))
+        self.clip_sigmas.fill_(float(clip_sigmas))
+
+
+class QATLinear(nn.Linear):
+    """An `nn.Linear` whose weight goes through `straight_through` (the plain weight while QAT is
+    off). Same parameter names as `nn.Linear`, so checkpoints and GPTQ hooks are unchanged."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False):
+        super().__init__(in_features, out_features, bias=bias)
+        self.qat = QATState()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = straight_through(self.weight, self.qat.on, self.qat.qmax, self.qat.clip_sigmas)
+        return F.linear(x, w, self.bias)
