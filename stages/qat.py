@@ -5,7 +5,7 @@ The forward pass sees each matrix as the quantize stage would store it, per-row 
     qmax = 2^(bits-1) - 1
     clip = max |w_row|                 (clip_sigmas == 0: the `percentile` grid at 100 %)
          = clip_sigmas * std(w_row)    (clip_sigmas > 0: the `sdclip` grid)
-    scale = clip / qmax, floored at fp16's smallest normal and rounded to fp16 (as stored)
+    scale = clip / qmax, floored at fp16's smallest normal and rounded to fp16 (as it is stored)
     w_fq = clamp(round(w / scale), -qmax, qmax) * scale
 
 and the backward pass sees the identity (straight-through): w + (w_fq - w).detach().
@@ -26,12 +26,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.errors import GolfError
+
 FP16_MIN_NORMAL = 2.0**-14  # the quantize stage's floor for a row's scale
+
+
+class QATError(GolfError):
+    """QAT settings out of range."""
 
 
 def qmax_for(bits: int) -> int:
     """Largest code magnitude of a signed `bits`-bit symmetric grid (31 for int6)."""
     return (1 << (bits - 1)) - 1
+
+
+def round_to_fp16(x: torch.Tensor) -> torch.Tensor:
+    """`x` (positive, in fp16's normal range) rounded to the nearest fp16 value, kept fp32.
+
+    Written as arithmetic because Inductor drops a `.half().float()` round trip as a no-op, so a
+    compiled graph would use unrounded scales: 11 significant bits, round half to even, like the cast.
+    """
+    _, exponent = torch.frexp(x)  # x = m * 2^exponent, m in [0.5, 1)
+    step = torch.ldexp(torch.ones_like(x), exponent - 11)
+    return torch.round(x / step) * step
 
 
 def row_scales(w: torch.Tensor, qmax: torch.Tensor | float,
@@ -41,7 +58,7 @@ def row_scales(w: torch.Tensor, qmax: torch.Tensor | float,
     absmax = w.abs().amax(dim=1, keepdim=True)
     sd_clip = clip_sigmas * w.std(dim=1, keepdim=True, unbiased=False)
     clip = torch.where(torch.as_tensor(clip_sigmas) > 0, sd_clip, absmax)
-    return (clip / qmax).clamp_min(FP16_MIN_NORMAL).half().float()
+    return round_to_fp16((clip / qmax).clamp_min(FP16_MIN_NORMAL))
 
 
 def fake_quantize(w: torch.Tensor, qmax: torch.Tensor | float,
@@ -77,9 +94,9 @@ class QATState(nn.Module):
     def set(self, bits: int, clip_sigmas: float = 0.0) -> None:
         """Fake-quantize to `bits` (2..8) with the given clip rule; `bits` = 0 switches it off."""
         if bits != 0 and not 2 <= bits <= 8:
-            raise ValueError(f"QAT bits must be 0 (off) or in [2, 8], got {bits}")
+            raise QATError(f"QAT bits must be 0 (off) or in [2, 8], got {bits}")
         if clip_sigmas < 0:
-            raise ValueError(f"QAT clip_sigmas must be >= 0, got {clip_sigmas}")
+            raise QATError(f"QAT clip_sigmas must be >= 0, got {clip_sigmas}")
         self.on.fill_(1.0 if bits else 0.0)
         self.qmax.fill_(float(qmax_for(bits or 8)))
         self.clip_sigmas.fill_(float(clip_sigmas))
