@@ -10,9 +10,11 @@ The forward pass sees each matrix as the quantize stage would store it, per-row 
 
 and the backward pass sees the identity (straight-through): w + (w_fq - w).detach().
 
-The on/off switch is a tensor (`QATState.on`), used arithmetically, never a Python flag: a compiled
-graph reads tensors at run time, whereas torch.compile may fold a Python attribute into a constant,
-which silently kept one record's late QAT from ever running.
+The on/off switch is a tensor (`QATState.on`), used arithmetically: a compiled graph reads tensors
+at run time, whereas torch.compile may fold a Python attribute into a constant, which silently kept
+one record's late QAT from ever running. Compiled code always takes the tensor path. Eager code,
+which reads Python state on every call anyway, skips the fake quantiser while QAT is off (a mirror
+flag), so the default run costs nothing extra and computes exactly what a plain `nn.Linear` does.
 
 The rounding is written out here rather than imported from `stages.quant`: importing the quantizer
 package into the model would make every quantizer file a dependency of the training stage (so an
@@ -89,6 +91,12 @@ class QATState(nn.Module):
         # A valid grid even while off (qmax = 0 would make 0 * inf = nan in the masked term).
         self.register_buffer("qmax", torch.tensor(float(qmax_for(8))), persistent=False)
         self.register_buffer("clip_sigmas", torch.zeros(()), persistent=False)
+        self.eager_active = False  # mirror of `on`, read only outside torch.compile
+
+    def applies(self) -> bool:
+        """Whether to run the fake quantiser: always in a compiled graph (where `on` decides),
+        in eager mode only while QAT is on."""
+        return torch.compiler.is_compiling() or self.eager_active
 
     @torch.no_grad()
     def set(self, bits: int, clip_sigmas: float = 0.0) -> None:
@@ -100,6 +108,7 @@ class QATState(nn.Module):
         self.on.fill_(1.0 if bits else 0.0)
         self.qmax.fill_(float(qmax_for(bits or 8)))
         self.clip_sigmas.fill_(float(clip_sigmas))
+        self.eager_active = bool(bits)
 
 
 class QATLinear(nn.Linear):
@@ -111,5 +120,7 @@ class QATLinear(nn.Linear):
         self.qat = QATState()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = straight_through(self.weight, self.qat.on, self.qat.qmax, self.qat.clip_sigmas)
+        w = self.weight
+        if self.qat.applies():
+            w = straight_through(w, self.qat.on, self.qat.qmax, self.qat.clip_sigmas)
         return F.linear(x, w, self.bias)

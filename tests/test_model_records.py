@@ -247,9 +247,9 @@ def test_everything_on_is_causal_and_learns():
     torch.manual_seed(0)
     model = GPT(EVERYTHING)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x = torch.randint(0, BASE.vocab_size, (4, 17))
+    x = torch.randint(0, BASE.vocab_size, (2, 17))
     first = None
-    for _ in range(20):
+    for _ in range(12):
         loss = model.loss(x[:, :-1], x[:, 1:])
         first = first if first is not None else loss.item()
         opt.zero_grad()

@@ -117,7 +117,9 @@ def test_compiled_model_follows_the_switch():
     model.set_qat(0)
     compiled = torch.compile(model)
     assert torch.allclose(compiled(idx), eager_off, atol=1e-5)
-    model.set_qat(4)
-    assert torch.allclose(compiled(idx), eager_on, atol=1e-5)
-    model.set_qat(0)
-    assert torch.allclose(compiled(idx), eager_off, atol=1e-5)
+    # The switch is graph data, not a guarded constant: toggling it must not even recompile.
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        model.set_qat(4)
+        assert torch.allclose(compiled(idx), eager_on, atol=1e-5)
+        model.set_qat(0)
+        assert torch.allclose(compiled(idx), eager_off, atol=1e-5)
