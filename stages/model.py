@@ -23,8 +23,8 @@ default, so the baseline is unchanged when none is set:
 - depth recurrence: physical layers loop_start..loop_end run `num_loops` extra times, weights
   shared. The virtual layer list is
       [0 .. start-1] + [start .. end] * (num_loops + 1) + [end+1 .. L-1]
-  (BEST: 0 1 2 | 3 4 5 3 4 5 3 4 5 | 6 7 8 9 10, 17 virtual layers); its first floor(n/2) entries are
-  the U-Net encoder, the rest the decoder, and there are min(#encoder, #decoder) skip slots of this
+  (BEST: 0 1 2 | 3 4 5 3 4 5 3 4 5 | 6 7 8 9 10, 17 virtual layers); its first floor(n/2)
+  entries are the U-Net encoder, the rest the decoder, and there are min(#encoder, #decoder) skip slots of this
   looped layout (the plain layout uses the first ones). `set_looping(False)` runs the plain list
   0 .. L-1 (training switches looping on part-way); a new model has looping on when num_loops > 0.
 - late QAT (`set_qat`): block matrices fake-quantized with a straight-through gradient.
@@ -376,7 +376,7 @@ class GPT(nn.Module):
         return x + self.smear_lambda.to(x.dtype) * gate * prev * not_bos
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        """The normalised input stream x0: token (+ bigram) embedding, then SmearGate, then RMSNorm."""
+        """The normalised input stream x0: token (+ bigram) embedding, SmearGate, RMSNorm."""
         x = self.tok_emb(idx)
         if self.config.bigram_buckets:
             x = x + self.bigram(idx).to(x.dtype)

@@ -46,7 +46,8 @@ def round_to_fp16(x: torch.Tensor) -> torch.Tensor:
     """`x` (positive, in fp16's normal range) rounded to the nearest fp16 value, kept fp32.
 
     Written as arithmetic because Inductor drops a `.half().float()` round trip as a no-op, so a
-    compiled graph would use unrounded scales: 11 significant bits, round half to even, like the cast.
+    compiled graph would use unrounded scales: 11 significant bits, round half to even, as the
+    cast does.
     """
     _, exponent = torch.frexp(x)  # x = m * 2^exponent, m in [0.5, 1)
     step = torch.ldexp(torch.ones_like(x), exponent - 11)

@@ -73,9 +73,10 @@ def test_zero_initialised_embeddings_start_as_the_identity_then_matter(change):
     extended.load_state_dict(plain.state_dict(), strict=False)
     idx = torch.randint(2, BASE.vocab_size, (2, 16))
     assert torch.allclose(plain(idx), extended(idx), atol=1e-6)
+    added = extended.get_submodule("bigram" if "bigram_buckets" in change else "ve")
     with torch.no_grad():
-        extended.get_submodule("bigram" if "bigram_buckets" in change else "ve").proj.weight.normal_()
-        extended.get_submodule("bigram" if "bigram_buckets" in change else "ve").embed.weight.normal_()
+        added.proj.weight.normal_()
+        added.embed.weight.normal_()
     assert not torch.allclose(plain(idx), extended(idx), atol=1e-3)
 
 
@@ -87,7 +88,8 @@ def test_value_embeddings_are_shared_and_weighted_per_layer():
                                                       "blocks.3.attn.ve_lambda"}
     assert model.ve.embed.weight.shape == (BASE.vocab_size, 8)
     assert model.ve.proj.weight.shape == (BASE.num_kv_heads * BASE.model_dim // BASE.num_heads, 8)
-    assert model.ve.scale.item() == pytest.approx(0.1) and model.blocks[1].attn.ve_lambda.item() == 1
+    assert model.ve.scale.item() == pytest.approx(0.1)
+    assert model.blocks[1].attn.ve_lambda.item() == 1
     _randomise(model)
     idx = torch.randint(2, BASE.vocab_size, (1, 12))
     with torch.no_grad():  # zero weight in every chosen layer: the embedding no longer matters
@@ -143,8 +145,9 @@ def test_two_lanes_with_unit_routing_are_gptj():
     """Lanes that keep themselves and take both outputs (and an identity resid mix) never differ,
     so the two-lane model reduces to the GPT-J one: a check of the lane bookkeeping and the mean."""
     two = GPT(dataclasses.replace(BASE, parallel_residual="two_lane", parallel_start=2))
-    assert two.parallel_post_lambdas.shape == (4, 2, 2) and two.parallel_resid_lambdas.shape == (4, 2)
-    assert torch.all(two.parallel_resid_lambdas == 1.1) and torch.all(two.parallel_post_lambdas == 1)
+    post, resid = two.parallel_post_lambdas, two.parallel_resid_lambdas
+    assert post.shape == (4, 2, 2) and resid.shape == (4, 2)
+    assert torch.all(resid == 1.1) and torch.all(post == 1)
     _randomise(two)
     with torch.no_grad():
         two.parallel_post_lambdas.fill_(1.0)
@@ -268,7 +271,8 @@ def test_quantize_with_every_feature_on(method):
     if method == "gptq":
         calib = Calibration([torch.randint(0, BASE.vocab_size, (2, 24)) for _ in range(2)])
         hessians = collect_hessians(build_model(EVERYTHING, ckpt.tensors), calib)
-        assert {"bigram.embed.weight", "ve.embed.weight", "blocks.1.attn.c_q.weight"} <= set(hessians)
+        tables = {"bigram.embed.weight", "ve.embed.weight"}
+        assert tables | {"blocks.1.attn.c_q.weight"} <= set(hessians)
     q = quantize(ckpt, params, parents={}, hessians=hessians)
     table = q.extra["tensors"]
     assert table["bigram.embed.weight"]["scheme"] == "int_per_row"
