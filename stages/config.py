@@ -54,7 +54,7 @@ class ModelConfig:
     sparse_attn_gate_scale: float = 0.5
     bigram_buckets: int = 0  # BigramHash table rows K (0 = off); hash of (previous, current) token
     bigram_dim: int = 128
-    ve_layers: list[int] = field(default_factory=list)  # value embeddings in these layers
+    ve_layers: tuple[int, ...] = ()  # value embeddings in these layers (a tuple: configs hash)
     ve_dim: int = 128
     # Depth recurrence: physical layers loop_start..loop_end (inclusive) run num_loops extra times.
     loop_start: int = 0
@@ -90,6 +90,9 @@ class ModelConfig:
 
     def _check_record_features(self) -> None:
         """Ranges of the feature switches added for the later record stacks."""
+        # A list given in code becomes a tuple, so the frozen config stays hashable and equal to
+        # the same config read from params.yaml.
+        object.__setattr__(self, "ve_layers", tuple(self.ve_layers))
         last = self.num_layers - 1
         _check(not (self.attn_out_gate and self.sparse_attn_gate),
                "model.attn_out_gate and model.sparse_attn_gate are exclusive; set at most one")
@@ -368,6 +371,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return {_coerce(k, key_tp, f"{key} key"): _coerce(v, val_tp, f"{key}.{k}")
                 for k, v in value.items()}
+    if origin is tuple:  # tuple[X, ...], written as a list in YAML
+        item_tp = typing.get_args(tp)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):

@@ -281,3 +281,15 @@ def test_quantize_with_every_feature_on(method):
     restored = build_model(EVERYTHING, dequantize(q))
     idx = torch.randint(2, BASE.vocab_size, (1, 16))
     assert torch.allclose(restored(idx), model(idx), atol=0.05)
+
+
+def test_checkpoint_with_every_feature_round_trips_through_disk(tmp_path):
+    from stages import artifacts
+
+    model = _randomise(GPT(EVERYTHING))
+    ckpt = Artifact("checkpoint", dict(model.state_dict()), EVERYTHING)
+    artifacts.save(ckpt, tmp_path / "c.safetensors")
+    loaded = artifacts.load(tmp_path / "c.safetensors", expect="checkpoint")
+    assert loaded.model_config == EVERYTHING and hash(loaded.model_config) == hash(EVERYTHING)
+    idx = torch.randint(2, BASE.vocab_size, (1, 12))
+    assert torch.equal(build_model(loaded.model_config, loaded.tensors)(idx), model(idx))
