@@ -60,7 +60,7 @@ def row_scales(w: torch.Tensor, qmax: torch.Tensor | float,
     w = w.detach().float()
     absmax = w.abs().amax(dim=1, keepdim=True)
     sd_clip = clip_sigmas * w.std(dim=1, keepdim=True, unbiased=False)
-    clip = torch.where(torch.as_tensor(clip_sigmas) > 0, sd_clip, absmax)
+    clip = torch.where(torch.as_tensor(clip_sigmas, device=w.device) > 0, sd_clip, absmax)
     return round_to_fp16((clip / qmax).clamp_min(FP16_MIN_NORMAL))
 
 
