@@ -49,6 +49,20 @@ class ModelConfig:
     smear_gate: bool = False  # input-dependent blend with the previous token, masked at BOS
     attn_out_gate: bool = False  # per-head output gate 2*sigmoid(W x[:12]), identity at init
     ortho_init: bool = False  # orthogonal init of the large matrices (outputs stay zero)
+    # Per-head gate sigmoid(scale * W x[:12]) (SparseAttnGate); excludes attn_out_gate.
+    sparse_attn_gate: bool = False
+    sparse_attn_gate_scale: float = 0.5
+    bigram_buckets: int = 0  # BigramHash table rows K (0 = off); hash of (previous, current) token
+    bigram_dim: int = 128
+    ve_layers: tuple[int, ...] = ()  # value embeddings in these layers (a tuple: configs hash)
+    ve_dim: int = 128
+    # Depth recurrence: physical layers loop_start..loop_end (inclusive) run num_loops extra times.
+    loop_start: int = 0
+    loop_end: int = 0
+    num_loops: int = 0  # 0 = off
+    parallel_residual: str = "none"  # none | gptj | two_lane
+    parallel_start: int = 0  # first physical layer of the parallel part
+    rope_ntk_train_len: int = 0  # NTK-scale the RoPE base at lengths above this (0 = off)
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult"):
@@ -72,6 +86,39 @@ class ModelConfig:
                f"model.rope_dims must be even and in [0, {head_dim}] (0 = all), got {self.rope_dims}")
         _check(0 <= self.xsa_last_n <= self.num_layers,
                f"model.xsa_last_n must be in [0, {self.num_layers}], got {self.xsa_last_n}")
+        self._check_record_features()
+
+    def _check_record_features(self) -> None:
+        """Ranges of the feature switches added for the later record stacks."""
+        # A list given in code becomes a tuple, so the frozen config stays hashable and equal to
+        # the same config read from params.yaml.
+        object.__setattr__(self, "ve_layers", tuple(self.ve_layers))
+        last = self.num_layers - 1
+        _check(not (self.attn_out_gate and self.sparse_attn_gate),
+               "model.attn_out_gate and model.sparse_attn_gate are exclusive; set at most one")
+        _check(self.sparse_attn_gate_scale > 0,
+               f"model.sparse_attn_gate_scale must be > 0, got {self.sparse_attn_gate_scale}")
+        _check(self.bigram_buckets == 0 or self.bigram_buckets >= 2,
+               f"model.bigram_buckets must be 0 (off) or >= 2, got {self.bigram_buckets}")
+        for key in ("bigram_dim", "ve_dim"):
+            _check(getattr(self, key) >= 1, f"model.{key} must be >= 1, got {getattr(self, key)}")
+        _check(all(0 <= i <= last for i in self.ve_layers) and
+               len(set(self.ve_layers)) == len(self.ve_layers),
+               f"model.ve_layers must be distinct layer indices in [0, {last}], got {self.ve_layers}")
+        _check(self.num_loops >= 0, f"model.num_loops must be >= 0, got {self.num_loops}")
+        _check(0 <= self.loop_start <= self.loop_end <= last,
+               f"model.loop_start/loop_end must satisfy 0 <= loop_start <= loop_end <= {last}, "
+               f"got {self.loop_start}..{self.loop_end}")
+        _check(self.parallel_residual in ("none", "gptj", "two_lane"),
+               f"model.parallel_residual must be one of none, gptj, two_lane; "
+               f"got {self.parallel_residual!r}")
+        _check(0 <= self.parallel_start <= last,
+               f"model.parallel_start must be in [0, {last}], got {self.parallel_start}")
+        _check(self.rope_ntk_train_len >= 0,
+               f"model.rope_ntk_train_len must be >= 0, got {self.rope_ntk_train_len}")
+        rotated = self.rope_dims or self.model_dim // self.num_heads
+        _check(self.rope_ntk_train_len == 0 or rotated > 2,
+               f"model.rope_ntk_train_len needs more than 2 rotated dims, got {rotated}")
 
 
 @dataclass(frozen=True)
@@ -324,6 +371,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return {_coerce(k, key_tp, f"{key} key"): _coerce(v, val_tp, f"{key}.{k}")
                 for k, v in value.items()}
+    if origin is tuple:  # tuple[X, ...], written as a list in YAML
+        item_tp = typing.get_args(tp)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):

@@ -10,6 +10,8 @@ Each records its provenance (shard hashes, or the generation seed), and the quan
 Hessians are the mean X^T X of each linear layer's inputs, gathered with forward hooks (removed in a
 `finally`). The tied embedding also serves as the output head, so its "input" is the final norm's
 output: GPTQ on the embedding uses that Hessian (the "GPTQ embeddings" record, spec §4.4).
+Other lookup tables (BigramHash, value embeddings) have no input activations: they get the identity,
+under which GPTQ rounds each entry to nearest.
 """
 
 from __future__ import annotations
@@ -92,7 +94,11 @@ def collect_hessians(model: GPT, calib: Calibration) -> dict[str, torch.Tensor]:
     finally:
         for handle in handles:
             handle.remove()
-    return {name: (sums[name] / counts[name]).cpu() for name in sums}
+    hessians = {name: (sums[name] / counts[name]).cpu() for name in sums}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and f"{name}.weight" not in hessians:
+            hessians[f"{name}.weight"] = torch.eye(module.embedding_dim)
+    return hessians
 
 
 def calibrate(checkpoint, source: str, params: QuantizeParams) -> tuple[dict[str, torch.Tensor], dict]:
