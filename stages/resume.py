@@ -53,7 +53,7 @@ def load_state(resume_dir: str | os.PathLike, fp: dict) -> dict[str, Any]:
 
 
 def differing_keys(saved: dict, current: dict) -> list[str]:
-    """Dotted names of the fingerprint entries that differ (e.g. 'train.matrix_lr', 'train_shards')."""
+    """Dotted names of the differing fingerprint entries ('train.matrix_lr', 'train_shards')."""
     out = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)

@@ -78,7 +78,7 @@ class Progress:
 
 
 class TrainClock:
-    """Training time: wall-clock since start plus earlier processes' time, minus validation pauses."""
+    """Training time: wall-clock since start, plus earlier processes' time, minus pauses."""
 
     def __init__(self, elapsed_before: float = 0.0):
         self.start = time.perf_counter() - elapsed_before
@@ -271,7 +271,8 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
         x, y = sampler.sample(seqs)
         step_loss = accumulate_gradients(model, x, y, params, device)
         if not math.isfinite(step_loss):
-            raise GolfError(f"training diverged at step {run.step} (loss {step_loss}); lower the LRs")
+            raise GolfError(f"training diverged at step {run.step} (loss {step_loss}); "
+                            f"lower the LRs")
         if params.grad_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip_norm)
         for opt in optimizers:
@@ -307,7 +308,8 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
     names = [n for n, _ in model.named_parameters()]
     final_state = {n: p.detach().float().cpu() for n, p in model.named_parameters()}
     ema_state = {n: t.cpu() for n, t in zip(names, ema, strict=True)}
-    return TrainResult(artifact(final_state, "final"), artifact(ema_state, f"ema:{params.ema_decay}"),
+    return TrainResult(artifact(final_state, "final"),
+                       artifact(ema_state, f"ema:{params.ema_decay}"),
                        run_metrics(run, model, params, device, elapsed))
 
 

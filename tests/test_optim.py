@@ -87,8 +87,8 @@ def test_adamw_at_zero_decay_is_exactly_the_baseline_adam(monkeypatch):
     real_adamw = torch.optim.AdamW
 
     def plain_adam(groups, **kw):
-        return torch.optim.Adam([{k: v for k, v in g.items() if k != "weight_decay"} for g in groups],
-                                **kw)
+        no_wd = [{k: v for k, v in g.items() if k != "weight_decay"} for g in groups]
+        return torch.optim.Adam(no_wd, **kw)
 
     monkeypatch.setattr(torch.optim, "AdamW", plain_adam)
     baseline = _adam_step_weights(TrainParams())

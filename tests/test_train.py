@@ -90,7 +90,7 @@ def test_swa_snapshots_feed_golf_average(data_dir, tmp_path):
     assert r.exit_code == 0, r.output
 
 
-# --- record-stack options of the loop ---------------------------------------------------------------
+# --- record-stack options of the loop ------------------------------------------------------------
 
 def _train(data_dir, **overrides):
     from stages.data import load_train_tokens
