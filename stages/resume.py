@@ -5,7 +5,7 @@ sampler's and torch's RNG states, the step and token counters, the elapsed train
 QAT / looping switches (SWA needs nothing more: snapshots are already on disk and are taken on a
 step schedule). A fingerprint of the train and model params and of the train shards is stored with
 it; resuming under any other fingerprint is refused, since the continued run would be neither the
-old one nor a new one.
+old one nor a new one (only checkpoint_every, val_every and log_every may change).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from stages.artifacts import atomic_path
 from stages.errors import GolfError
 
 STATE_FILE = "state.pt"
+# Train keys that cannot change the weights (validation is RNG-neutral, logging and saving are
+# side effects), so a resumed run may change them.
+NEUTRAL_TRAIN_KEYS = ("checkpoint_every", "val_every", "log_every")
 
 
 class ResumeError(GolfError):
@@ -28,7 +31,9 @@ class ResumeError(GolfError):
 
 def fingerprint(resolved_params: dict, shard_hashes: tuple[str, ...] | list[str]) -> dict:
     """What a resumed run must share with the interrupted one: params, model config, train data."""
-    return {"params": resolved_params, "train_shards": list(shard_hashes)}
+    params = dict(resolved_params)
+    params["train"] = {k: v for k, v in params["train"].items() if k not in NEUTRAL_TRAIN_KEYS}
+    return {"params": params, "train_shards": list(shard_hashes)}
 
 
 def save_state(resume_dir: str | os.PathLike, state: dict[str, Any], fp: dict) -> Path:
@@ -44,7 +49,7 @@ def load_state(resume_dir: str | os.PathLike, fp: dict) -> dict[str, Any]:
     path = Path(resume_dir) / STATE_FILE
     if not path.is_file():
         raise ResumeError(f"{path}: no resume state (train.checkpoint_every writes it)")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     differs = differing_keys(saved["fingerprint"], fp)
     if differs:
         raise ResumeError(f"{path} was saved under different {', '.join(differs)}; "

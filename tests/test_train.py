@@ -248,3 +248,17 @@ def test_cli_resume_validation_and_live_curves(data_dir, tmp_path, monkeypatch):
     assert (curves / "val" / "bpb.tsv").read_text().count("\n") == 3  # header + steps 3 and 6
     metrics = (tmp_path / "whole" / "train_metrics.json").read_text()
     assert '"val_bpb"' in metrics
+
+
+def test_resume_fingerprint_ignores_only_keys_that_cannot_change_weights():
+    from stages.config import to_dict
+    from stages.resume import differing_keys, fingerprint
+
+    def fp(**kw):
+        return fingerprint({"model": to_dict(ModelConfig(**TINY_MODEL)),
+                            "train": to_dict(TrainParams(**kw))}, ["sha256:a"])
+
+    assert differing_keys(fp(), fp(val_every=5, log_every=3, checkpoint_every=7)) == []
+    assert differing_keys(fp(), fp(seed=1)) == ["train.seed"]
+    other_data = fingerprint({"model": {}, "train": {}}, ["sha256:b"])
+    assert "train_shards" in differing_keys(fp(), other_data)
