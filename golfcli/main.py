@@ -123,19 +123,31 @@ def tokenize(corpus, out_dir, tokenizer_model, params_file, overrides):
 @cli.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory: final.safetensors, ema.safetensors, train_metrics.json.")
+              help="Run directory: final.safetensors, ema.safetensors, train_metrics.json, live/.")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted run in RUN_DIR/resume/ (same params and data).")
 @stage_options
-def train(data_dir, run_dir, params_file, overrides):
-    """Train the baseline GPT on DATA_DIR's train shards.
+def train(data_dir, run_dir, resume, params_file, overrides):
+    """Train the GPT on DATA_DIR's train shards.
 
+    \b
     Reads the `train` and `model` sections. Stops at train.max_steps or
-    train.max_wallclock_seconds, whichever comes first. With train.swa_every > 0, SWA
-    snapshots go to RUN_DIR/swa/ for `golf average` (tight SWA).
+    train.max_wallclock_seconds, whichever comes first; train.schedule picks
+    which of the two drives the LR warmdown. Writes to RUN_DIR:
+      final.safetensors, ema.safetensors, train_metrics.json
+      live/                 loss, LR scale, tok/s (and val) curves for `dvc plots show`
+      swa/                  SWA snapshots (train.swa_every > 0) for `golf average`
+      resume/               resumable state every train.checkpoint_every steps,
+                            deleted when the run finishes; continue with --resume
+    With train.val_every > 0 the validation split of DATA_DIR is scored every
+    that many steps (logged only; it never changes the training).
     """
     from stages import artifacts
     from stages.artifacts import sha256_file, write_json_atomic
     from stages.data import find_tokenizer, load_train_tokens
+    from stages.livelog import LiveLog
     from stages.train import train as run
+    from stages.validation import build_validator
     import sentencepiece as spm
 
     p = load_params(params_file, ("train", "model"), overrides)
@@ -151,22 +163,33 @@ def train(data_dir, run_dir, params_file, overrides):
         artifacts.sha256_bytes("".join(data.shard_hashes).encode())
     provenance = {"data_dir": str(data_dir), "tokenizer_sha256": sha256_file(tok),
                   "train_shards": list(data.shard_hashes)}
+    validate = build_validator(data_dir, model_cfg, train_p) if train_p.val_every else None
     swa_dir = run_dir / "swa"
-    for stale in swa_dir.glob("step_*.safetensors"):  # snapshots of an earlier run in this dir
-        stale.unlink()
+    if not resume:  # a resumed run keeps the snapshots it took before the interruption
+        for stale in swa_dir.glob("step_*.safetensors"):  # snapshots of an earlier run in this dir
+            stale.unlink()
 
     def on_snapshot(step, ckpt):
         artifacts.save(ckpt, swa_dir / f"step_{step:06d}.safetensors")
 
     echo_err(f"training on {data.num_tokens:,} tokens from {len(data.shards)} shard(s)")
+    live = LiveLog(run_dir / "live", resume=resume)
     with progress_bar(train_p.max_steps, "train", "step") as bar:
         def on_step(info):
             bar.update(1)
+            live.log_step(info.step, info.loss, info.lr_scale, info.tokens_per_s,
+                          train_p.log_every)
+            if info.validation:
+                live.log_validation(info.validation)
+                bar.start().write(f"step {info.step}: val_loss {info.validation['val_loss']:.4f}, "
+                                  f"val_bpb {info.validation['val_bpb']:.4f}", file=sys.stderr)
             if info.step % train_p.log_every == 0 or info.step == 1:
                 bar.start().set_postfix(loss=f"{info.loss:.4f}", tok_s=f"{info.tokens_per_s:,.0f}",
-                                lr=f"{info.lr_scale:.2f}", refresh=False)
+                                        lr=f"{info.lr_scale:.2f}", refresh=False)
         result = run(data, model_cfg, train_p, parents={"data": parent}, provenance=provenance,
-                     on_step=on_step, on_snapshot=on_snapshot)
+                     on_step=on_step, on_snapshot=on_snapshot, validate=validate,
+                     resume_dir=run_dir / "resume", resume=resume)
+    live.close()
     artifacts.save(result.final, run_dir / "final.safetensors")
     artifacts.save(result.ema, run_dir / "ema.safetensors")
     write_json_atomic(run_dir / "train_metrics.json", result.metrics)

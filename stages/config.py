@@ -156,8 +156,11 @@ class TrainParams:
     batch_tokens: int = 524288
     seq_len: int = 1024
     grad_accum_steps: int = 1  # the batch is split into this many micro-batches
-    # Flat LR, then linear decay over the last `warmdown_frac` of the run (progress is the larger of
-    # steps/max_steps and elapsed/max_wallclock_seconds), down to `min_lr_frac` of the peak.
+    # Flat LR, then linear decay over the last `warmdown_frac` of the run, down to `min_lr_frac` of
+    # the peak. Progress is steps/max_steps ('steps': deterministic, needed for exact resume),
+    # elapsed/max_wallclock_seconds ('wallclock', the records') or the larger of the two ('auto').
+    # Either way the run stops at whichever cap comes first.
+    schedule: str = "auto"  # auto | steps | wallclock
     warmdown_frac: float = 0.2
     min_lr_frac: float = 0.0
     matrix_lr: float = 0.04
@@ -167,6 +170,11 @@ class TrainParams:
     muon_momentum_warmup_start: float = 0.85
     muon_momentum_warmup_steps: int = 500
     muon_backend_steps: int = 5
+    muon_ns: str = "classic"  # Newton-Schulz coefficients: classic | polar_express
+    muon_row_normalize: bool = False  # MuonEq-R: row-normalise the update before Newton-Schulz
+    muon_wd: float = 0.0  # decoupled weight decay of the matrices: W <- W * (1 - lr_t * muon_wd)
+    embed_wd: float = 0.0  # AdamW decoupled weight decay of the embedding
+    scalar_wd: float = 0.0  # AdamW decoupled weight decay of the scalar/control parameters
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
@@ -176,6 +184,17 @@ class TrainParams:
     # as its own checkpoint (RUN_DIR/swa/) for `golf average` ("tight SWA"). 0 = off.
     swa_every: int = 0
     swa_lr_scale: float = 0.5
+    # Late QAT: once the LR scale falls below `qat_lr_scale`, the model fake-quantizes its matrices
+    # to `qat_bits` (STE) for the rest of the run; clip per row at the abs max, or at
+    # `qat_clip_sigmas` standard deviations when > 0. 0 bits = off.
+    qat_bits: int = 0
+    qat_lr_scale: float = 0.15
+    qat_clip_sigmas: float = 0.0
+    # Depth recurrence (models with model.num_loops > 0): looped layers run from this fraction of
+    # the schedule's progress on; 0 = looped from the start.
+    loop_enable_at: float = 0.0
+    val_every: int = 0  # score the validation split every N steps (metrics and log only); 0 = off
+    checkpoint_every: int = 0  # write resumable state to RUN_DIR/resume/ every N steps; 0 = off
     device: str = "auto"  # auto | cpu | cuda
     autocast: str = "auto"  # auto (bf16 wherever it is faster) | bf16 | off
     log_every: int = 10
@@ -207,6 +226,26 @@ class TrainParams:
         _check(self.swa_every >= 0, f"train.swa_every must be >= 0, got {self.swa_every}")
         _check(0.0 < self.swa_lr_scale <= 1.0,
                f"train.swa_lr_scale must be in (0, 1], got {self.swa_lr_scale}")
+        self._check_record_options()
+
+    def _check_record_options(self) -> None:
+        """Range checks of the record-stack options (schedule, Muon variants, QAT, looping...)."""
+        _check(self.schedule in ("auto", "steps", "wallclock"),
+               f"train.schedule must be one of auto, steps, wallclock; got {self.schedule!r}")
+        _check(self.schedule != "wallclock" or self.max_wallclock_seconds > 0,
+               "train.schedule=wallclock needs train.max_wallclock_seconds > 0")
+        _check(self.muon_ns in ("classic", "polar_express"),
+               f"train.muon_ns must be one of classic, polar_express; got {self.muon_ns!r}")
+        for key in ("muon_wd", "embed_wd", "scalar_wd", "qat_clip_sigmas"):
+            _check(getattr(self, key) >= 0, f"train.{key} must be >= 0, got {getattr(self, key)}")
+        _check(self.qat_bits == 0 or 2 <= self.qat_bits <= 8,
+               f"train.qat_bits must be 0 (off) or in [2, 8], got {self.qat_bits}")
+        _check(0.0 < self.qat_lr_scale <= 1.0,
+               f"train.qat_lr_scale must be in (0, 1], got {self.qat_lr_scale}")
+        _check(0.0 <= self.loop_enable_at < 1.0,
+               f"train.loop_enable_at must be in [0, 1), got {self.loop_enable_at}")
+        for key in ("val_every", "checkpoint_every"):
+            _check(getattr(self, key) >= 0, f"train.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

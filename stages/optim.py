@@ -1,7 +1,17 @@
-"""Optimizers of the baseline (spec §3.2-3.3): Muon for block matrices, Adam for the rest.
+"""Optimizers and LR schedules of the record stacks (spec §3.2-3.4).
 
-Muon: Nesterov momentum, then the update is orthogonalised by a quintic Newton-Schulz iteration
-(coefficients (3.4445, -4.7750, 2.0315), 5 steps, in bf16) and scaled by sqrt(max(1, rows/cols)).
+Block matrices go to Muon, the embedding and the scalar/control parameters to AdamW:
+
+- Muon: Nesterov momentum; optionally MuonEq-R (each row of the update divided by its L2 norm,
+  `train.muon_row_normalize`); orthogonalisation by a quintic Newton-Schulz iteration in bf16 with
+  either the classic coefficients (3.4445, -4.7750, 2.0315) or the five per-iteration Polar-Express
+  tuples (`train.muon_ns`); scaling by sqrt(max(1, rows/cols)); decoupled weight decay
+  `W <- W * (1 - lr_t * train.muon_wd)` before the update.
+- AdamW (torch's) with decoupled weight decay per group (`train.embed_wd`, `train.scalar_wd`); with
+  both at 0 it is exactly the baseline's Adam.
+- Schedule: a notion of progress in [0, 1) (`train.schedule`: steps, wall-clock, or the larger of
+  the two), a flat LR then a linear warmdown over the last `warmdown_frac`, floored at `min_lr_frac`,
+  and a linear warm-up of Muon's momentum.
 """
 
 from __future__ import annotations
@@ -13,26 +23,54 @@ from stages.config import TrainParams
 from stages.model import CONTROL_NAMES
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+# Polar Express (spec §3.2): one (a, b, c) per iteration; later iterations reuse the last tuple.
+POLAR_EXPRESS_COEFFS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+NS_VARIANTS = ("classic", "polar_express")
 
 
-def newton_schulz(g: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tensor:
+def ns_coefficients(variant: str, steps: int) -> list[tuple[float, float, float]]:
+    """The (a, b, c) of each of `steps` Newton-Schulz iterations for `variant`."""
+    if variant == "classic":
+        return [NS_COEFFS] * steps
+    if variant == "polar_express":
+        table = POLAR_EXPRESS_COEFFS
+        return [table[min(i, len(table) - 1)] for i in range(steps)]
+    raise ValueError(f"unknown Newton-Schulz variant {variant!r}")
+
+
+def newton_schulz(g: torch.Tensor, steps: int, eps: float = 1e-7,
+                  variant: str = "classic") -> torch.Tensor:
     """Approximately orthogonalise a 2-D matrix (the nearest semi-orthogonal matrix, roughly)."""
-    a, b, c = NS_COEFFS
     x = g.bfloat16()
     transposed = x.size(0) > x.size(1)
     if transposed:
         x = x.T
     x = x / (x.norm() + eps)
-    for _ in range(steps):
+    for a, b, c in ns_coefficients(variant, steps):
         A = x @ x.T
         x = a * x + (b * A + c * A @ A) @ x
     return (x.T if transposed else x).to(g.dtype)
 
 
+def row_normalize(u: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """MuonEq-R: each row divided by its L2 norm (at least `eps`), so no row dominates NS."""
+    return u / u.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
 class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True):
+    """Muon for 2-D matrices; see the module docstring for the update."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
+                 ns: str = "classic", row_normalize: bool = False, weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
-                                      nesterov=nesterov))
+                                      nesterov=nesterov, ns=ns, row_normalize=row_normalize,
+                                      weight_decay=weight_decay))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -47,13 +85,17 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.mul_(group["momentum"]).add_(g)
                 g = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                update = newton_schulz(g, group["backend_steps"])
+                if group["row_normalize"]:
+                    g = row_normalize(g)
+                update = newton_schulz(g, group["backend_steps"], variant=group["ns"])
                 update *= max(1.0, p.size(0) / p.size(1)) ** 0.5
+                if group["weight_decay"] > 0:  # skipped at 0 so the baseline stays bit-identical
+                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
                 p.add_(update, alpha=-group["lr"])
 
 
 def split_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Route parameters: 'matrix' (Muon), 'embed' (Adam, embed_lr), 'scalar' (Adam, scalar_lr)."""
+    """Route parameters: 'matrix' (Muon), 'embed' (AdamW, embed_lr), 'scalar' (AdamW, scalar_lr)."""
     groups: dict[str, list[nn.Parameter]] = {"matrix": [], "embed": [], "scalar": []}
     for name, p in model.named_parameters():
         if name == "tok_emb.weight":
@@ -68,15 +110,34 @@ def split_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 def build_optimizers(model: nn.Module, params: TrainParams) -> list[torch.optim.Optimizer]:
     """The optimizers of `model`; each param group keeps its peak LR in 'base_lr' for scheduling."""
     groups = split_parameters(model)
-    adam = torch.optim.Adam(
-        [{"params": groups["embed"], "lr": params.embed_lr, "base_lr": params.embed_lr},
-         {"params": groups["scalar"], "lr": params.scalar_lr, "base_lr": params.scalar_lr}],
+    adam = torch.optim.AdamW(
+        [{"params": groups["embed"], "lr": params.embed_lr, "base_lr": params.embed_lr,
+          "weight_decay": params.embed_wd},
+         {"params": groups["scalar"], "lr": params.scalar_lr, "base_lr": params.scalar_lr,
+          "weight_decay": params.scalar_wd}],
         betas=(params.adam_beta1, params.adam_beta2), eps=params.adam_eps)
     muon = Muon(groups["matrix"], lr=params.matrix_lr, momentum=params.muon_momentum,
-                backend_steps=params.muon_backend_steps)
+                backend_steps=params.muon_backend_steps, ns=params.muon_ns,
+                row_normalize=params.muon_row_normalize, weight_decay=params.muon_wd)
     for g in muon.param_groups:
         g["base_lr"] = params.matrix_lr
     return [adam, muon]
+
+
+def schedule_progress(step: int, elapsed_s: float, params: TrainParams) -> float:
+    """How far through the run the LR schedule is, by `train.schedule`.
+
+    'steps' is step / max_steps (deterministic: a resumed run follows the same LRs); 'wallclock' is
+    elapsed / max_wallclock_seconds (the records' fraction of the time budget); 'auto' the larger of
+    the two, so a run capped by either still gets its warmdown.
+    """
+    by_steps = step / params.max_steps
+    by_time = elapsed_s / params.max_wallclock_seconds if params.max_wallclock_seconds > 0 else 0.0
+    if params.schedule == "steps":
+        return by_steps
+    if params.schedule == "wallclock":
+        return by_time
+    return max(by_steps, by_time)
 
 
 def lr_scale(progress: float, params: TrainParams) -> float:

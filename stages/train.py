@@ -1,12 +1,24 @@
-"""`golf train`: train the baseline GPT on the train split, under a step cap and a wall-clock cap.
+"""`golf train`: train a GPT on the train split, under a step cap and a wall-clock cap.
 
 Batches are `batch_tokens / seq_len` windows of `seq_len + 1` tokens drawn uniformly at random (a
 seeded generator; shards weighted by length) from the train shards. Random windows rather than the
-baseline's sequential stream, because small corpora are seen for several epochs.
+baseline's sequential stream, because small corpora are seen for several epochs. With
+`grad_accum_steps` > 1 the batch is drawn once and split into equal micro-batches, so accumulation
+changes the arithmetic, not the data.
 
 The run ends at `max_steps` or `max_wallclock_seconds`, whichever comes first; the LR schedule follows
-the same notion of progress, so a wall-clock-capped run still gets its warmdown. An fp32 EMA of every
-weight is updated after each step and returned as its own checkpoint.
+`train.schedule` (stages.optim.schedule_progress), so a wall-clock-capped run still gets its
+warmdown. An fp32 EMA of every weight is updated after each step and returned as its own checkpoint.
+
+Options of the record stacks, all off by default:
+- late QAT: `model.set_qat(qat_bits, qat_clip_sigmas)` once the LR scale falls below `qat_lr_scale`;
+- depth recurrence: models with `num_loops > 0` train unlooped until `loop_enable_at` of progress,
+  then `model.set_looping(True)` (the final and EMA checkpoints are the looped model's weights);
+- periodic validation: a `validate(model) -> dict` callback every `val_every` steps. train() never
+  sees validation tokens; the callback runs in eval mode under inference_mode, its time is not
+  counted as training time, and torch's RNG is restored after it, so weights are unchanged by it;
+- resume: every `checkpoint_every` steps the full state goes to `resume_dir` (stages.resume), and
+  `resume=True` continues from it. A finished run deletes that state.
 """
 
 from __future__ import annotations
@@ -15,17 +27,22 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from torch import nn
 
+from stages import resume as resume_state
 from stages.artifacts import Artifact
 from stages.config import ModelConfig, TrainParams, to_dict
 from stages.data import TrainTokens, WindowSampler
 from stages.device import resolve_device
 from stages.errors import GolfError
 from stages.model import build_model
-from stages.optim import build_optimizers, lr_scale, muon_momentum
+from stages.optim import build_optimizers, lr_scale, muon_momentum, schedule_progress
+
+Validate = Callable[[nn.Module], dict]
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class StepInfo:
     lr_scale: float
     elapsed_s: float
     progress: float
+    validation: dict | None = None  # the validation metrics, on steps where validation ran
 
 
 @dataclass
@@ -46,6 +64,37 @@ class TrainResult:
     metrics: dict
 
 
+@dataclass
+class Progress:
+    """The counters and switches of a run: what `step`-by-step bookkeeping and resume carry."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_before: float = 0.0  # training seconds of earlier (interrupted) processes
+    recent: list[float] = field(default_factory=list)  # losses of the last log_every steps
+    qat_step: int | None = None  # step at which late QAT turned on
+    loop_step: int | None = None  # step at which looped layers turned on
+    validations: list[dict] = field(default_factory=list)
+
+
+class TrainClock:
+    """Training time: wall-clock since start, plus earlier processes' time, minus pauses."""
+
+    def __init__(self, elapsed_before: float = 0.0):
+        self.start = time.perf_counter() - elapsed_before
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def paused(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - t0
+
+
 def autocast_context(setting: str, device: torch.device):
     """bf16 autocast: on CUDA always with 'auto'; on CPU too, where bf16 matmuls are ~2.5x fp32."""
     if setting == "off":
@@ -53,11 +102,116 @@ def autocast_context(setting: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def apply_schedule(optimizers: list[torch.optim.Optimizer], scale: float, step: int,
+                   params: TrainParams) -> None:
+    """Set every group's LR to its peak times `scale`, and Muon's momentum to its warm-up value."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * scale
+            if "momentum" in group:
+                group["momentum"] = muon_momentum(step, params)
+
+
+def accumulate_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams,
+                         device: torch.device) -> float:
+    """Backward over the batch in `grad_accum_steps` equal micro-batches; return the batch loss."""
+    k = params.grad_accum_steps
+    total = 0.0
+    for xm, ym in zip(x.chunk(k), y.chunk(k), strict=True):
+        xm, ym = xm.to(device, non_blocking=True), ym.to(device, non_blocking=True)
+        with autocast_context(params.autocast, device):
+            loss = model.loss(xm, ym) / k
+        loss.backward()
+        total += loss.item()
+    return total
+
+
+@torch.no_grad()
+def update_ema(ema: list[torch.Tensor], model: nn.Module, decay: float) -> None:
+    weights = [p.detach().float() for p in model.parameters()]
+    torch._foreach_mul_(ema, decay)
+    torch._foreach_add_(ema, weights, alpha=1.0 - decay)
+
+
+def has_looping(model_config: ModelConfig) -> bool:
+    return getattr(model_config, "num_loops", 0) > 0
+
+
+def maybe_enable_qat(model: nn.Module, run: Progress, scale: float, params: TrainParams) -> None:
+    """Turn late QAT on (once) when the LR scale first falls below `qat_lr_scale`."""
+    if params.qat_bits and run.qat_step is None and scale < params.qat_lr_scale:
+        model.set_qat(params.qat_bits, params.qat_clip_sigmas)
+        run.qat_step = run.step
+
+
+def maybe_enable_looping(model: nn.Module, run: Progress, progress: float, params: TrainParams,
+                         looped: bool) -> None:
+    """Turn the looped layers on (once) when progress reaches `loop_enable_at`."""
+    if looped and params.loop_enable_at > 0 and run.loop_step is None \
+            and progress >= params.loop_enable_at:
+        model.set_looping(True)
+        run.loop_step = run.step
+
+
+def run_validation(model: nn.Module, validate: Validate) -> dict:
+    """Call `validate` in eval mode without gradients, leaving training exactly as it was."""
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return dict(validate(model))
+    finally:
+        model.train()
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def capture_state(model: nn.Module, optimizers, ema, sampler: WindowSampler, run: Progress,
+                  elapsed: float) -> dict:
+    """Everything the next step depends on, as picklable CPU objects (see stages.resume)."""
+    return {
+        "model": {n: t.detach().cpu().clone() for n, t in model.state_dict().items()},
+        "optimizers": [opt.state_dict() for opt in optimizers],
+        "ema": [t.cpu().clone() for t in ema],
+        "sampler_rng": sampler.rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "progress": {**vars(run), "elapsed_before": elapsed, "recent": list(run.recent),
+                     "validations": list(run.validations)},
+    }
+
+
+def restore_state(saved: dict, model: nn.Module, optimizers, ema, sampler: WindowSampler,
+                  params: TrainParams, looped: bool) -> Progress:
+    """Load a `capture_state` dict back into freshly built objects; return the run's counters."""
+    model.load_state_dict(saved["model"])
+    for opt, opt_state in zip(optimizers, saved["optimizers"], strict=True):
+        opt.load_state_dict(opt_state)
+    with torch.no_grad():
+        for t, s in zip(ema, saved["ema"], strict=True):
+            t.copy_(s)
+    sampler.rng.bit_generator.state = saved["sampler_rng"]
+    torch.set_rng_state(saved["torch_rng"])
+    if saved["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    run = Progress(**saved["progress"])
+    # Switches live on the model, not in its state dict: set them as they were at the save.
+    if run.qat_step is not None:
+        model.set_qat(params.qat_bits, params.qat_clip_sigmas)
+    if looped and params.loop_enable_at > 0 and run.loop_step is not None:
+        model.set_looping(True)
+    return run
+
+
 def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
           parents: dict[str, str], provenance: dict,
           on_step: Callable[[StepInfo], None] | None = None,
-          on_snapshot: Callable[[int, Artifact], None] | None = None) -> TrainResult:
-    """Train a model from scratch and return the final and EMA checkpoints plus metrics.
+          on_snapshot: Callable[[int, Artifact], None] | None = None,
+          validate: Validate | None = None,
+          resume_dir: str | Path | None = None, resume: bool = False) -> TrainResult:
+    """Train a model from scratch (or from resume state) and return final and EMA checkpoints.
 
     Args:
         data: train tokens (validation tokens are a different type and cannot be passed).
@@ -68,9 +222,15 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
         on_step: called after every optimizer step (for progress bars and logs).
         on_snapshot: called with (step, checkpoint) for each SWA snapshot (train.swa_every), so
             snapshots go to disk as they are taken instead of piling up in memory.
+        validate: scores the model on held-out data every `train.val_every` steps (built by the
+            caller, which owns the validation tokens); its dict goes to the metrics and StepInfo.
+        resume_dir: where resume state is written every `train.checkpoint_every` steps.
+        resume: continue from the state in `resume_dir` (same params and data, else ResumeError).
     """
     if not isinstance(data, TrainTokens):
         raise TypeError("train() takes TrainTokens only; validation tokens are never trained on")
+    if (params.checkpoint_every or resume) and resume_dir is None:
+        raise GolfError("train.checkpoint_every and resume need a resume directory")
     torch.manual_seed(params.seed)
     device = resolve_device(params.device)
     model = build_model(model_config, device=device)
@@ -79,76 +239,97 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
     ema = [p.detach().float().clone() for p in model.parameters()]
     sampler = WindowSampler(data, params.seq_len, params.seed)
     seqs = params.batch_tokens // params.seq_len
-    micro = seqs // params.grad_accum_steps
+    looped = has_looping(model_config)
 
     resolved = {"model": to_dict(model_config), "train": to_dict(params)}
+    fingerprint = resume_state.fingerprint(resolved, data.shard_hashes)
+    run = Progress()
+    if resume:
+        saved = resume_state.load_state(resume_dir, fingerprint)
+        run = restore_state(saved, model, optimizers, ema, sampler, params, looped)
+    elif looped and params.loop_enable_at > 0:
+        model.set_looping(False)
 
     def artifact(tensors: dict, role: str) -> Artifact:
         return Artifact("checkpoint", tensors, model_config, params=resolved, parents=parents,
-                        provenance={**provenance, "weights": role, "train_steps": step})
+                        provenance={**provenance, "weights": role, "train_steps": run.step})
 
-    step, tokens_seen, recent = 0, 0, []
-    start = time.perf_counter()
+    clock = TrainClock(run.elapsed_before)
     while True:
-        elapsed = time.perf_counter() - start
-        progress = step / params.max_steps
-        if params.max_wallclock_seconds > 0:
-            progress = max(progress, elapsed / params.max_wallclock_seconds)
-        if progress >= 1.0:
+        elapsed = clock.elapsed()
+        if run.step >= params.max_steps or (
+                params.max_wallclock_seconds > 0 and elapsed >= params.max_wallclock_seconds):
             break
+        progress = schedule_progress(run.step, elapsed, params)
         scale = lr_scale(progress, params)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * scale
-                if "momentum" in group:
-                    group["momentum"] = muon_momentum(step, params)
+        maybe_enable_looping(model, run, progress, params, looped)
+        maybe_enable_qat(model, run, scale, params)
+        apply_schedule(optimizers, scale, run.step, params)
 
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for _ in range(params.grad_accum_steps):
-            x, y = sampler.sample(micro)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast_context(params.autocast, device):
-                loss = model.loss(x, y) / params.grad_accum_steps
-            loss.backward()
-            step_loss += loss.item()
+        x, y = sampler.sample(seqs)
+        step_loss = accumulate_gradients(model, x, y, params, device)
         if not math.isfinite(step_loss):
-            raise GolfError(f"training diverged at step {step} (loss {step_loss}); lower the LRs")
+            raise GolfError(f"training diverged at step {run.step} (loss {step_loss}); "
+                            f"lower the LRs")
         if params.grad_clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip_norm)
         for opt in optimizers:
             opt.step()
-        with torch.no_grad():
-            weights = [p.detach().float() for p in model.parameters()]
-            torch._foreach_mul_(ema, params.ema_decay)
-            torch._foreach_add_(ema, weights, alpha=1.0 - params.ema_decay)
+        update_ema(ema, model, params.ema_decay)
 
-        step += 1
-        tokens_seen += params.batch_tokens
+        run.step += 1
+        run.tokens_seen += params.batch_tokens
         if (params.swa_every and on_snapshot is not None and scale < params.swa_lr_scale
-                and step % params.swa_every == 0):
+                and run.step % params.swa_every == 0):
             snapshot = {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
-            on_snapshot(step, artifact(snapshot, f"swa:{step}"))
-        recent = (recent + [step_loss])[-params.log_every:]
+            on_snapshot(run.step, artifact(snapshot, f"swa:{run.step}"))
+        run.recent = (run.recent + [step_loss])[-params.log_every:]
+        validation = None
+        if validate is not None and params.val_every and run.step % params.val_every == 0:
+            with clock.paused():
+                validation = {"step": run.step, **run_validation(model, validate)}
+            run.validations.append(validation)
+        if params.checkpoint_every and run.step % params.checkpoint_every == 0 \
+                and run.step < params.max_steps:
+            with clock.paused():
+                resume_state.save_state(resume_dir, capture_state(
+                    model, optimizers, ema, sampler, run, clock.elapsed()), fingerprint)
         if on_step is not None:
-            elapsed = time.perf_counter() - start
-            on_step(StepInfo(step, params.max_steps, step_loss, tokens_seen / max(elapsed, 1e-9),
-                             scale, elapsed, progress))
+            elapsed = clock.elapsed()
+            on_step(StepInfo(run.step, params.max_steps, step_loss,
+                             run.tokens_seen / max(elapsed, 1e-9), scale, elapsed, progress,
+                             validation))
 
-    elapsed = time.perf_counter() - start
+    elapsed = clock.elapsed()
+    if resume_dir is not None and (params.checkpoint_every or resume):
+        resume_state.remove_state(resume_dir)
     names = [n for n, _ in model.named_parameters()]
     final_state = {n: p.detach().float().cpu() for n, p in model.named_parameters()}
     ema_state = {n: t.cpu() for n, t in zip(names, ema, strict=True)}
+    return TrainResult(artifact(final_state, "final"),
+                       artifact(ema_state, f"ema:{params.ema_decay}"),
+                       run_metrics(run, model, params, device, elapsed))
+
+
+def run_metrics(run: Progress, model: nn.Module, params: TrainParams, device: torch.device,
+                elapsed: float) -> dict:
+    """train_metrics.json: counters, throughput, final loss, and when each late switch turned on."""
     metrics = {
-        "steps": step,
-        "tokens_seen": tokens_seen,
+        "steps": run.step,
+        "tokens_seen": run.tokens_seen,
         "train_seconds": round(elapsed, 3),
-        "tokens_per_s": round(tokens_seen / max(elapsed, 1e-9), 1),
-        "final_train_loss": round(sum(recent) / max(len(recent), 1), 5),
+        "tokens_per_s": round(run.tokens_seen / max(elapsed, 1e-9), 1),
+        "final_train_loss": round(sum(run.recent) / max(len(run.recent), 1), 5),
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": device.type,
-        "stopped_by": "max_steps" if step >= params.max_steps else "max_wallclock_seconds",
+        "stopped_by": "max_steps" if run.step >= params.max_steps else "max_wallclock_seconds",
     }
-    return TrainResult(artifact(final_state, "final"), artifact(ema_state, f"ema:{params.ema_decay}"),
-                       metrics)
+    if params.qat_bits:
+        metrics["qat_enabled_step"] = run.qat_step
+    if params.loop_enable_at > 0:
+        metrics["looping_enabled_step"] = run.loop_step
+    if run.validations:
+        metrics["validation"] = run.validations
+    return metrics

@@ -62,7 +62,7 @@ def pipeline(tmp_path_factory, corpus_jsonl):
 def test_pipeline_through_the_cli(pipeline):
     d, _, out = pipeline
     assert {p.name for p in (d / "run").iterdir()} == {"final.safetensors", "ema.safetensors",
-                                                      "train_metrics.json"}
+                                                      "train_metrics.json", "live"}
     metrics = json.loads((d / "metrics.json").read_text())
     manifest = json.loads((d / "data/manifest.json").read_text())
     assert metrics["bytes"] == manifest["val"]["text_bytes"] and metrics["val_bpb"] > 0
