@@ -8,6 +8,7 @@ in the user's input are one line on stderr and exit status 1; usage errors exit 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -124,17 +125,21 @@ def tokenize(corpus, out_dir, tokenizer_model, params_file, overrides):
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run directory: final.safetensors, ema.safetensors, train_metrics.json.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1,
+              help="Data-parallel processes on this machine (one GPU each on CUDA); >1 relaunches "
+                   "through torchrun with the same global batch.")
 @stage_options
-def train(data_dir, run_dir, params_file, overrides):
+def train(data_dir, run_dir, nproc, params_file, overrides):
     """Train the baseline GPT on DATA_DIR's train shards.
 
     Reads the `train` and `model` sections. Stops at train.max_steps or
     train.max_wallclock_seconds, whichever comes first. With train.swa_every > 0, SWA
     snapshots go to RUN_DIR/swa/ for `golf average` (tight SWA).
     """
-    from stages import artifacts
+    from stages import artifacts, distributed
     from stages.artifacts import sha256_file, write_json_atomic
     from stages.data import find_tokenizer, load_train_tokens
+    from stages.device import resolve_device
     from stages.train import train as run
     import sentencepiece as spm
 
@@ -145,6 +150,14 @@ def train(data_dir, run_dir, params_file, overrides):
     if vocab != model_cfg.vocab_size:
         raise GolfError(f"model.vocab_size is {model_cfg.vocab_size} but {tok} has {vocab} pieces; "
                         f"set model.vocab_size={vocab}")
+    if nproc > 1:  # checked here so a bad value is one line, not one traceback per worker
+        distributed.check_world_size(train_p, nproc)
+        distributed.check_devices(resolve_device(train_p.device), nproc)
+        args = ["train", str(data_dir), "--out", str(run_dir)]
+        args += ["--params", str(params_file)] if params_file is not None else []
+        args += [a for o in overrides for a in ("--set", o)]
+        sys.exit(subprocess.run(distributed.torchrun_command(nproc, args)).returncode)
+    main_process = distributed.is_main_process()  # under torchrun, only rank 0 prints and writes
     data = load_train_tokens(data_dir)
     manifest = Path(data_dir) / "manifest.json"
     parent = sha256_file(manifest) if manifest.is_file() else \
@@ -152,13 +165,14 @@ def train(data_dir, run_dir, params_file, overrides):
     provenance = {"data_dir": str(data_dir), "tokenizer_sha256": sha256_file(tok),
                   "train_shards": list(data.shard_hashes)}
     swa_dir = run_dir / "swa"
-    for stale in swa_dir.glob("step_*.safetensors"):  # snapshots of an earlier run in this dir
+    for stale in swa_dir.glob("step_*.safetensors") if main_process else ():  # an earlier run's
         stale.unlink()
 
     def on_snapshot(step, ckpt):
         artifacts.save(ckpt, swa_dir / f"step_{step:06d}.safetensors")
 
-    echo_err(f"training on {data.num_tokens:,} tokens from {len(data.shards)} shard(s)")
+    if main_process:
+        echo_err(f"training on {data.num_tokens:,} tokens from {len(data.shards)} shard(s)")
     with progress_bar(train_p.max_steps, "train", "step") as bar:
         def on_step(info):
             bar.update(1)
@@ -167,6 +181,8 @@ def train(data_dir, run_dir, params_file, overrides):
                                 lr=f"{info.lr_scale:.2f}", refresh=False)
         result = run(data, model_cfg, train_p, parents={"data": parent}, provenance=provenance,
                      on_step=on_step, on_snapshot=on_snapshot)
+    if not main_process:
+        return
     artifacts.save(result.final, run_dir / "final.safetensors")
     artifacts.save(result.ema, run_dir / "ema.safetensors")
     write_json_atomic(run_dir / "train_metrics.json", result.metrics)

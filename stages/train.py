@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
+from stages import distributed
 from stages.artifacts import Artifact
 from stages.config import ModelConfig, TrainParams, to_dict
 from stages.data import TrainTokens, WindowSampler
-from stages.device import resolve_device
 from stages.errors import GolfError
 from stages.model import build_model
 from stages.optim import build_optimizers, lr_scale, muon_momentum
@@ -72,9 +72,13 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
     if not isinstance(data, TrainTokens):
         raise TypeError("train() takes TrainTokens only; validation tokens are never trained on")
     torch.manual_seed(params.seed)
-    device = resolve_device(params.device)
+    ctx, device = distributed.setup(params)  # dist: this rank and its device
+    if not ctx.is_main:  # dist: only rank 0 reports and writes snapshots
+        on_step = on_snapshot = None
     model = build_model(model_config, device=device)
+    ctx.broadcast_parameters(model)  # dist
     model.train()
+    loss_fn = distributed.loss_function(model, params.compile, device)  # train.compile
     optimizers = build_optimizers(model, params)
     ema = [p.detach().float().clone() for p in model.parameters()]
     sampler = WindowSampler(data, params.seq_len, params.seed)
@@ -94,6 +98,7 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
         progress = step / params.max_steps
         if params.max_wallclock_seconds > 0:
             progress = max(progress, elapsed / params.max_wallclock_seconds)
+            progress = ctx.agreed_progress(progress, device)  # dist: one clock for all ranks
         if progress >= 1.0:
             break
         scale = lr_scale(progress, params)
@@ -107,12 +112,13 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
             opt.zero_grad(set_to_none=True)
         step_loss = 0.0
         for _ in range(params.grad_accum_steps):
-            x, y = sampler.sample(micro)
+            x, y = (ctx.local_part(t) for t in sampler.sample(micro))  # dist: this rank's slice
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast_context(params.autocast, device):
-                loss = model.loss(x, y) / params.grad_accum_steps
+                loss = loss_fn(x, y) / params.grad_accum_steps
             loss.backward()
             step_loss += loss.item()
+        step_loss = ctx.average_gradients(model.parameters(), step_loss)  # dist
         if not math.isfinite(step_loss):
             raise GolfError(f"training diverged at step {step} (loss {step_loss}); lower the LRs")
         if params.grad_clip_norm > 0:
