@@ -8,6 +8,7 @@ in the user's input are one line on stderr and exit status 1; usage errors exit 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -126,8 +127,11 @@ def tokenize(corpus, out_dir, tokenizer_model, params_file, overrides):
               help="Run directory: final.safetensors, ema.safetensors, train_metrics.json, live/.")
 @click.option("--resume", is_flag=True,
               help="Continue the interrupted run in RUN_DIR/resume/ (same params and data).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1,
+              help="Data-parallel processes on this machine (one GPU each on CUDA); >1 relaunches "
+                   "through torchrun with the same global batch.")
 @stage_options
-def train(data_dir, run_dir, resume, params_file, overrides):
+def train(data_dir, run_dir, resume, nproc, params_file, overrides):
     """Train the GPT on DATA_DIR's train shards.
 
     \b
@@ -142,9 +146,10 @@ def train(data_dir, run_dir, resume, params_file, overrides):
     With train.val_every > 0 the validation split of DATA_DIR is scored every
     that many steps (logged only; it never changes the training).
     """
-    from stages import artifacts
+    from stages import artifacts, distributed
     from stages.artifacts import sha256_file, write_json_atomic
     from stages.data import find_tokenizer, load_train_tokens
+    from stages.device import resolve_device
     from stages.livelog import LiveLog
     from stages.train import train as run
     from stages.validation import build_validator
@@ -157,6 +162,15 @@ def train(data_dir, run_dir, resume, params_file, overrides):
     if vocab != model_cfg.vocab_size:
         raise GolfError(f"model.vocab_size is {model_cfg.vocab_size} but {tok} has {vocab} pieces; "
                         f"set model.vocab_size={vocab}")
+    if nproc > 1:  # checked here so a bad value is one line, not one traceback per worker
+        distributed.check_world_size(train_p, nproc)
+        distributed.check_devices(resolve_device(train_p.device), nproc)
+        args = ["train", str(data_dir), "--out", str(run_dir)]
+        args += ["--params", str(params_file)] if params_file is not None else []
+        args += ["--resume"] if resume else []
+        args += [a for o in overrides for a in ("--set", o)]
+        sys.exit(subprocess.run(distributed.torchrun_command(nproc, args)).returncode)
+    main_process = distributed.is_main_process()  # under torchrun, only rank 0 prints and writes
     data = load_train_tokens(data_dir)
     manifest = Path(data_dir) / "manifest.json"
     parent = sha256_file(manifest) if manifest.is_file() else \
@@ -165,20 +179,21 @@ def train(data_dir, run_dir, resume, params_file, overrides):
                   "train_shards": list(data.shard_hashes)}
     validate = build_validator(data_dir, model_cfg, train_p) if train_p.val_every else None
     swa_dir = run_dir / "swa"
-    if not resume:  # a resumed run keeps the snapshots it took before the interruption
+    if main_process and not resume:  # a resumed run keeps the snapshots it took before
         for stale in swa_dir.glob("step_*.safetensors"):  # snapshots of an earlier run in this dir
             stale.unlink()
 
     def on_snapshot(step, ckpt):
         artifacts.save(ckpt, swa_dir / f"step_{step:06d}.safetensors")
 
-    echo_err(f"training on {data.num_tokens:,} tokens from {len(data.shards)} shard(s)")
-    live = LiveLog(run_dir / "live", resume=resume)
+    if main_process:
+        echo_err(f"training on {data.num_tokens:,} tokens from {len(data.shards)} shard(s)")
+    live = LiveLog(run_dir / "live", resume=resume) if main_process else None
     with progress_bar(train_p.max_steps, "train", "step") as bar:
         def on_step(info):
             bar.update(1)
             live.log_step(info.step, info.loss, info.lr_scale, info.tokens_per_s,
-                          train_p.log_every)
+                          train_p.log_every)  # on_step runs on rank 0 only
             if info.validation:
                 live.log_validation(info.validation)
                 bar.start().write(f"step {info.step}: val_loss {info.validation['val_loss']:.4f}, "
@@ -189,6 +204,8 @@ def train(data_dir, run_dir, resume, params_file, overrides):
         result = run(data, model_cfg, train_p, parents={"data": parent}, provenance=provenance,
                      on_step=on_step, on_snapshot=on_snapshot, validate=validate,
                      resume_dir=run_dir / "resume", resume=resume)
+    if not main_process:
+        return
     live.close()
     artifacts.save(result.final, run_dir / "final.safetensors")
     artifacts.save(result.ema, run_dir / "ema.safetensors")

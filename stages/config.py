@@ -197,6 +197,9 @@ class TrainParams:
     checkpoint_every: int = 0  # write resumable state to RUN_DIR/resume/ every N steps; 0 = off
     device: str = "auto"  # auto | cpu | cuda
     autocast: str = "auto"  # auto (bf16 wherever it is faster) | bf16 | off
+    # torch.compile of the loss: auto = on with CUDA, off on CPU (a cold CPU compile takes minutes).
+    # YAML reads bare on/off as booleans, so those are accepted and normalised to "on"/"off".
+    compile: str | bool = "auto"
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -222,6 +225,10 @@ class TrainParams:
                f"train.device must be one of auto, cpu, cuda; got {self.device!r}")
         _check(self.autocast in ("auto", "bf16", "off"),
                f"train.autocast must be one of auto, bf16, off; got {self.autocast!r}")
+        if isinstance(self.compile, bool):
+            object.__setattr__(self, "compile", "on" if self.compile else "off")
+        _check(self.compile in ("auto", "on", "off"),
+               f"train.compile must be one of auto, on, off; got {self.compile!r}")
         _check(self.log_every >= 1, f"train.log_every must be >= 1, got {self.log_every}")
         _check(self.swa_every >= 0, f"train.swa_every must be >= 0, got {self.swa_every}")
         _check(0.0 < self.swa_lr_scale <= 1.0,

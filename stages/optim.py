@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from stages.config import TrainParams
-from stages.model import CONTROL_NAMES
+from stages.model import CONTROL_NAMES, EMBEDDING_TABLE_NAMES
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 # Polar Express (spec §3.2): one (a, b, c) per iteration; later iterations reuse the last tuple.
@@ -98,7 +98,7 @@ def split_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """Route parameters: 'matrix' (Muon), 'embed' (AdamW, embed_lr), 'scalar' (AdamW, scalar_lr)."""
     groups: dict[str, list[nn.Parameter]] = {"matrix": [], "embed": [], "scalar": []}
     for name, p in model.named_parameters():
-        if name == "tok_emb.weight":
+        if name in EMBEDDING_TABLE_NAMES:  # lookup tables: Adam, like the embedding
             groups["embed"].append(p)
         elif p.ndim < 2 or any(c in name for c in CONTROL_NAMES):
             groups["scalar"].append(p)

@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stages import distributed
 from stages import resume as resume_state
 from stages.artifacts import Artifact
 from stages.config import ModelConfig, TrainParams, to_dict
 from stages.data import TrainTokens, WindowSampler
-from stages.device import resolve_device
 from stages.errors import GolfError
 from stages.model import build_model
 from stages.optim import build_optimizers, lr_scale, muon_momentum, schedule_progress
@@ -112,7 +112,8 @@ def apply_schedule(optimizers: list[torch.optim.Optimizer], scale: float, step: 
                 group["momentum"] = muon_momentum(step, params)
 
 
-def accumulate_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams,
+def accumulate_gradients(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                         x: torch.Tensor, y: torch.Tensor, params: TrainParams,
                          device: torch.device) -> float:
     """Backward over the batch in `grad_accum_steps` equal micro-batches; return the batch loss."""
     k = params.grad_accum_steps
@@ -120,7 +121,7 @@ def accumulate_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, par
     for xm, ym in zip(x.chunk(k), y.chunk(k), strict=True):
         xm, ym = xm.to(device, non_blocking=True), ym.to(device, non_blocking=True)
         with autocast_context(params.autocast, device):
-            loss = model.loss(xm, ym) / k
+            loss = loss_fn(xm, ym) / k
         loss.backward()
         total += loss.item()
     return total
@@ -232,9 +233,13 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
     if (params.checkpoint_every or resume) and resume_dir is None:
         raise GolfError("train.checkpoint_every and resume need a resume directory")
     torch.manual_seed(params.seed)
-    device = resolve_device(params.device)
+    ctx, device = distributed.setup(params)  # dist: this rank and its device
+    if not ctx.is_main:  # dist: only rank 0 reports, validates and writes snapshots
+        on_step = on_snapshot = validate = None
     model = build_model(model_config, device=device)
+    ctx.broadcast_parameters(model)  # dist
     model.train()
+    loss_fn = distributed.loss_function(model, params.compile, device)  # train.compile
     optimizers = build_optimizers(model, params)
     ema = [p.detach().float().clone() for p in model.parameters()]
     sampler = WindowSampler(data, params.seq_len, params.seed)
@@ -257,6 +262,8 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
     clock = TrainClock(run.elapsed_before)
     while True:
         elapsed = clock.elapsed()
+        if params.max_wallclock_seconds > 0:
+            elapsed = ctx.agreed_max(elapsed, device)  # dist: one clock for all ranks
         if run.step >= params.max_steps or (
                 params.max_wallclock_seconds > 0 and elapsed >= params.max_wallclock_seconds):
             break
@@ -268,8 +275,9 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
 
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        x, y = sampler.sample(seqs)
-        step_loss = accumulate_gradients(model, x, y, params, device)
+        x, y = (ctx.local_part(t) for t in sampler.sample(seqs))  # dist: this rank's slice
+        step_loss = accumulate_gradients(loss_fn, x, y, params, device)
+        step_loss = ctx.average_gradients(model.parameters(), step_loss)  # dist
         if not math.isfinite(step_loss):
             raise GolfError(f"training diverged at step {run.step} (loss {step_loss}); "
                             f"lower the LRs")
@@ -292,7 +300,7 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
                 validation = {"step": run.step, **run_validation(model, validate)}
             run.validations.append(validation)
         if params.checkpoint_every and run.step % params.checkpoint_every == 0 \
-                and run.step < params.max_steps:
+                and run.step < params.max_steps and ctx.is_main:  # dist: one writer
             with clock.paused():
                 resume_state.save_state(resume_dir, capture_state(
                     model, optimizers, ema, sampler, run, clock.elapsed()), fingerprint)
@@ -303,7 +311,7 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
                              validation))
 
     elapsed = clock.elapsed()
-    if resume_dir is not None and (params.checkpoint_every or resume):
+    if resume_dir is not None and (params.checkpoint_every or resume) and ctx.is_main:
         resume_state.remove_state(resume_dir)
     names = [n for n, _ in model.named_parameters()]
     final_state = {n: p.detach().float().cpu() for n, p in model.named_parameters()}

@@ -15,6 +15,7 @@ from stages.optim import (
     ns_coefficients,
     row_normalize,
     schedule_progress,
+    split_parameters,
 )
 from tests.conftest import TINY_MODEL
 
@@ -133,3 +134,13 @@ def test_wallclock_schedule_needs_a_wallclock_cap():
         TrainParams(schedule="wallclock", max_wallclock_seconds=0)
     with pytest.raises(ConfigError, match="train.muon_ns must be one of"):
         TrainParams(muon_ns="fast")
+
+
+def test_lookup_tables_train_with_the_embedding_and_their_controls_with_the_scalars():
+    cfg = ModelConfig(**TINY_MODEL, bigram_buckets=32, bigram_dim=16, ve_layers=[1], ve_dim=16)
+    model = build_model(cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {g: sorted(names[id(p)] for p in ps) for g, ps in split_parameters(model).items()}
+    assert groups["embed"] == ["bigram.embed.weight", "tok_emb.weight", "ve.embed.weight"]
+    assert {"bigram.scale", "ve.scale", "blocks.1.attn.ve_lambda"} <= set(groups["scalar"])
+    assert {"bigram.proj.weight", "ve.proj.weight"} <= set(groups["matrix"])  # projections: Muon

@@ -134,22 +134,23 @@ def test_qat_off_never_calls_the_model(data_dir, monkeypatch):
 
 
 def test_looped_layers_turn_on_at_loop_enable_at(data_dir, monkeypatch):
-    from dataclasses import dataclass
-
     from stages.model import GPT
 
-    @dataclass(frozen=True)
-    class LoopedConfig(ModelConfig):  # stands in for a model section with depth recurrence
-        num_loops: int = 2
-
     calls = []
-    monkeypatch.setattr(GPT, "set_looping", lambda self, on: calls.append(on), raising=False)
-    result = _train(data_dir, model=LoopedConfig(**TINY_MODEL), loop_enable_at=0.5,
-                    schedule="steps")
-    assert calls == [False, True] and result.metrics["looping_enabled_step"] == 4
+    real = GPT.set_looping
+
+    def recording(self, on):
+        calls.append(on)
+        real(self, on)
+
+    monkeypatch.setattr(GPT, "set_looping", recording)
+    looped = ModelConfig(**TINY_MODEL, loop_start=1, loop_end=1, num_loops=1)
+    result = _train(data_dir, model=looped, loop_enable_at=0.5, schedule="steps")
+    # True when built (a fresh model is looped), False from the start, True at half the steps.
+    assert calls == [True, False, True] and result.metrics["looping_enabled_step"] == 4
     calls.clear()
-    _train(data_dir, max_steps=2)  # no looping in the model: never touched
-    assert calls == []
+    _train(data_dir, max_steps=2)  # no looping in the model: never switched off
+    assert calls == [False]  # only the constructor's call: a model without loops stays plain
 
 
 def test_periodic_validation_is_recorded_and_leaves_training_untouched(data_dir):
