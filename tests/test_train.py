@@ -126,6 +126,21 @@ def test_late_qat_turns_on_once_when_the_lr_scale_drops(data_dir, monkeypatch):
     assert result.metrics["qat_enabled_step"] == 6
 
 
+def test_late_qat_really_changes_the_training_forward_pass(data_dir):
+    """End to end, through the real model: the loss trace is identical to a run without QAT up to
+    the step QAT turns on, and differs from then on (a dropped switch would leave it identical)."""
+    def losses(**kw):
+        seen = []
+        _train(data_dir, warmdown_frac=0.5, autocast="off",
+               kw={"on_step": lambda info: seen.append(info.loss)}, **kw)
+        return seen
+
+    plain, qat = losses(), losses(qat_bits=3, qat_lr_scale=0.6)
+    # Steps 0-5 run before the switch (their losses are entries 0-5): bit-identical.
+    assert qat[:6] == plain[:6]
+    assert all(a != b for a, b in zip(qat[6:], plain[6:], strict=True))
+
+
 def test_qat_off_never_calls_the_model(data_dir, monkeypatch):
     from stages.model import GPT
 
