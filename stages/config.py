@@ -310,7 +310,7 @@ class EvalParams:
         _check(self.batch_seqs >= 1, f"eval.batch_seqs must be >= 1, got {self.batch_seqs}")
         _check(self.device in ("auto", "cpu", "cuda"),
                f"eval.device must be one of auto, cpu, cuda; got {self.device!r}")
-        _check(1 <= self.stride <= self.seq_len,
+        _check(self.mode == "chunked" or 1 <= self.stride <= self.seq_len,
                f"eval.stride must be in [1, eval.seq_len = {self.seq_len}], got {self.stride}")
         _check(self.ttt_chunk_tokens >= 1,
                f"eval.ttt_chunk_tokens must be >= 1, got {self.ttt_chunk_tokens}")
