@@ -114,6 +114,9 @@ def check_causality(evaluate: Evaluator, tokens: torch.Tensor, vocab: int, sampl
     worst, where = 0.0, ""
     for u in sites:
         moved = evaluate(_replace_token(tokens, u, vocab, rng), probes)
+        missing = sorted(probes - base.probes.keys() | probes - moved.probes.keys())
+        if missing:
+            return Check("causality", False, f"targets {missing[:5]} were never scored"), base
         diffs = [(float(np.abs(base.probes[t] - moved.probes[t]).max()), f"distribution at {t}")
                  for t in sorted(probes) if t < u]
         if u - 1 > 0:
@@ -258,49 +261,55 @@ def _first_block_input(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return seen[0]
 
 
-def _model_boundary(model: LoadedModel, tokens: torch.Tensor, vocab: int,
+def _first_boundary(stream: np.ndarray) -> int | None:
+    """Index of the first BOS that has at least two tokens before it, if any."""
+    found = [int(b) for b in np.flatnonzero(stream[2:] == BOS_ID) + 2]
+    return found[0] if found else None
+
+
+def _model_boundary(model: LoadedModel, stream: np.ndarray, b: int,
                     rng: np.random.Generator) -> tuple[bool, str]:
-    bos = [int(b) for b in np.flatnonzero(tokens.numpy() == BOS_ID) if b >= 2]
-    if not bos:
-        return True, "model: no document boundary in the prefix to test"
-    b = bos[0]
-    lo, hi = max(0, b - 32), min(len(tokens), b + 32)
-    x = tokens[lo:hi][None]
-    moved = _replace_token(tokens, b - 1, vocab, rng)[lo:hi][None]
+    lo, hi = max(0, b - 32), min(len(stream), b + 32)
+    x = torch.from_numpy(stream[lo:hi].copy())
+    moved = _replace_token(x, b - 1 - lo, model.config.vocab_size, rng)
     net = build_model(model.config, model.state).eval()
-    diff = (_first_block_input(net, x) - _first_block_input(net, moved))[0, b - lo:].abs().max()
-    if float(diff) > TOLERANCE:
+    diff = (_first_block_input(net, x[None]) - _first_block_input(net, moved[None]))[0, b - lo:]
+    diff = float(diff.abs().max())
+    if diff > TOLERANCE:
         return False, (f"model: the input to the first block at the BOS at {b} depends on the "
-                       f"previous document's last token (diff {float(diff):.3g}): something before "
+                       f"previous document's last token (diff {diff:.3g}): something before "
                        f"attention, e.g. a SmearGate without its BOS mask, crosses documents")
     return True, "model: first-block input at a BOS independent of the previous document"
 
 
-def _eval_boundary(evaluate: Evaluator, base: Scores, tokens: torch.Tensor, vocab: int,
+def _eval_boundary(evaluate: Evaluator, stream: np.ndarray, b: int, seq_len: int, vocab: int,
                    rng: np.random.Generator) -> tuple[bool, str]:
-    starts = [int(b) for b in np.flatnonzero(tokens.numpy() == BOS_ID)]
-    pairs = [(a, b) for a, b in zip(starts, starts[1:], strict=False) if b - a >= 3]
-    if not pairs:
-        return True, "eval: no two documents in the prefix"
-    a, b = pairs[0]
-    end = next((s for s in starts if s > b), len(tokens) - 1)
-    u = int(rng.integers(a + 1, b))
-    moved = evaluate(_replace_token(tokens, u, vocab, rng), frozenset())
-    diff = float(np.abs(base.nll[b:end] - moved.nll[b:end]).max())
+    """Score an excerpt holding the end of one document and the start of the next, twice."""
+    bos = np.flatnonzero(stream == BOS_ID)
+    a = max([int(p) for p in bos if p < b] + [b - seq_len, 0])
+    end = min([int(p) for p in bos if p > b] + [b + seq_len, len(stream) - 1])
+    excerpt = torch.from_numpy(stream[a:end + 1].copy())
+    u = int(rng.integers(1, b - a))
+    base = evaluate(excerpt, frozenset())
+    moved = evaluate(_replace_token(excerpt, u, vocab, rng), frozenset())
+    diff = float(np.abs(base.nll[b - a:end - a] - moved.nll[b - a:end - a]).max())
     if diff > TOLERANCE:
-        return False, (f"eval: changing token {u} of one document moved a loss of the next "
-                       f"document by {diff:.3g}")
+        return False, (f"eval: changing token {a + u} of one document moved a loss of the next "
+                       f"document (at {b}) by {diff:.3g}")
     return True, f"eval: losses of the document at {b} unchanged by its predecessor"
 
 
-def check_isolation(model: LoadedModel, params: EvalParams, evaluate: Evaluator, base: Scores,
-                    tokens: torch.Tensor, rng: np.random.Generator) -> Check:
-    vocab = model.config.vocab_size
-    results = [_model_boundary(model, tokens, vocab, rng)]
+def check_isolation(model: LoadedModel, params: EvalParams, evaluate: Evaluator,
+                    stream: np.ndarray, rng: np.random.Generator) -> Check:
+    b = _first_boundary(stream)
+    if b is None:
+        return Check("document isolation", True, "no document boundary in the validation split")
+    results = [_model_boundary(model, stream, b, rng)]
     if params.doc_isolated and params.mode != "ttt":
-        results.append(_eval_boundary(evaluate, base, tokens, vocab, rng))
+        results.append(_eval_boundary(evaluate, stream, b, params.seq_len,
+                                      model.config.vocab_size, rng))
     else:
-        results.append((True, "eval: documents share context in this mode (not claimed isolated)"))
+        results.append((True, "eval: documents share context in this mode (isolation not claimed)"))
     return Check("document isolation", all(ok for ok, _ in results),
                  "; ".join(text for _, text in results))
 
@@ -334,7 +343,7 @@ def audit(model: LoadedModel, data_dir: str | Path, params: EvalParams, *,
         check_bytes(stream, sp, data_dir),
         check_size(model),
         check_provenance(model, val.shard_hashes),
-        check_isolation(model, params, evaluate, base, tokens, rng),
+        check_isolation(model, params, evaluate, stream, rng),
     ]
 
 
