@@ -99,13 +99,13 @@ class ScoredChunks:
     """
 
     def __init__(self, chunks: Sequence[Chunk], tokens: torch.Tensor, seq_len: int,
-                 score: Callable[[Sequence[Window]], None], scores: Scores):
+                 score: Callable[[Chunk], None], scores: Scores):
         self.chunks, self.tokens, self.seq_len = chunks, tokens, seq_len
         self.score, self.scores = score, scores
 
     def __iter__(self) -> Iterator[TrainingChunk]:
         for chunk in self.chunks:
-            self.score(chunk.windows)  # under inference mode; commits into self.scores
+            self.score(chunk)  # under inference mode; commits into self.scores
             self.scores.events.append(("score", chunk.index, [w.scored for w in chunk.windows]))
             if not chunk.trainable:
                 continue
@@ -206,6 +206,14 @@ class TTTTrainer:
         return torch.optim.AdamW(self.params, lr=p.ttt_lr, betas=(p.ttt_momentum, 0.99),
                                  weight_decay=0.0)
 
+    def start_document(self, doc: int) -> None:
+        """Before scoring a chunk of `doc`: with LoRA reset, a new document starts from B = 0 and a
+        fresh optimizer, so no document is scored with another one's adapters."""
+        if self.lora is not None and self.p.ttt_lora_reset and doc != self.doc:
+            self.lora.reset()
+            self.optimizer = self._new_optimizer()
+        self.doc = doc
+
     def lr(self, chunk_index: int) -> float:
         """Global TTT: cosine from ttt_lr to 0 across chunks (spec §6.3); LoRA: constant."""
         if self.lora is not None or self.num_chunks < 2:
@@ -216,10 +224,6 @@ class TTTTrainer:
         """`ttt_epochs` optimizer steps on the chunk's targets (already scored and committed)."""
         if not isinstance(chunk, TrainingChunk):
             raise TypeError("TTT trains only on chunks handed out by ScoredChunks")
-        if self.lora is not None and self.p.ttt_lora_reset and chunk.doc != self.doc:
-            self.lora.reset()
-            self.optimizer = self._new_optimizer()
-        self.doc = chunk.doc
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr(chunk.index)
         device = chunk.inputs.device
@@ -257,11 +261,12 @@ def run_ttt(net: nn.Module, tokens: torch.Tensor, params: EvalParams, scores: Sc
     chunks = plan_chunks(tokens.cpu().numpy(), params)
     predict = model_log_probs(net)
 
-    def score(windows: Sequence[Window]) -> None:
-        net.eval()
-        score_windows(predict, tokens, windows, params.batch_seqs, scores, probes, on_progress)
-
     trainer = TTTTrainer(net, params, len(chunks), scores)
+
+    def score(chunk: Chunk) -> None:
+        trainer.start_document(chunk.doc)
+        score_windows(predict, tokens, chunk.windows, params.batch_seqs, scores, probes, on_progress)
+
     try:
         for chunk in ScoredChunks(chunks, tokens, params.seq_len, score, scores):
             trainer.step(chunk)

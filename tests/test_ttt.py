@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from stages.config import EvalParams
-from stages.data import load_val_tokens
+from stages.data import BOS_ID, load_val_tokens
 from stages.evaluate import evaluate_path, load_model, score_stream
 from stages.model import build_model
-from stages.scoring import Scores, Window
+from stages.scoring import Scores, Window, segments
 from stages.ttt import Chunk, ScoredChunks, TTTTrainer, global_chunks
 
 TTT = dict(mode="ttt", seq_len=64, stride=32, batch_seqs=8, ttt_chunk_tokens=128, ttt_epochs=2,
@@ -28,14 +28,22 @@ def prefix(data_dir):
     return torch.from_numpy(stream[:641].copy())
 
 
+@pytest.fixture(scope="module")
+def documents(data_dir):
+    """Four short documents: the first 150 tokens (BOS included) of the first four of the split."""
+    stream = load_val_tokens(data_dir).concatenated().astype(np.int64)
+    starts = np.flatnonzero(stream == BOS_ID)[:4]
+    return torch.from_numpy(np.concatenate([stream[s:s + 150] for s in starts]))
+
+
 def test_scored_chunks_yield_only_scored_chunks_and_never_the_last():
     tokens = torch.arange(41) % 7
     windows = [Window(s, min(10, 40 - s), 0) for s in range(0, 40, 10)]
     chunks = global_chunks(windows, 40, 10)
     scores = Scores.empty(40)
 
-    def score(ws):
-        for w in ws:
+    def score(chunk):
+        for w in chunk.windows:
             scores.commit(w.scored[0], np.zeros(w.length))
 
     yielded = []
@@ -92,23 +100,27 @@ def test_cosine_lr_across_chunks(model):
     assert trainer.lr(2) == pytest.approx(0.005)
 
 
-def test_lora_ttt_adapts_adapters_only_and_removes_its_hooks(model, prefix):
+def test_lora_ttt_adapts_adapters_only_and_removes_its_hooks(model, documents):
     from stages import ttt
 
     params = EvalParams(**{**TTT, "ttt_lora_rank": 4, "ttt_chunk_tokens": 32, "ttt_epochs": 1,
                            "ttt_optimizer": "adamw", "ttt_lr": 0.01,
                            "ttt_lora_targets": ["q", "v", "o"]})
     net = build_model(model.config, model.state)
-    scores = Scores.empty(640)
-    ttt.run_ttt(net, prefix, params, scores)
+    scores = Scores.empty(documents.numel() - 1)
+    ttt.run_ttt(net, documents, params, scores)
     assert (scores.counts == 1).all()
     assert any(e[0] == "update" for e in scores.events)
     assert all(torch.equal(v, model.state[k]) for k, v in net.state_dict().items())  # base frozen
     assert all(not m._forward_hooks for m in net.modules())
-    # With B = 0 at every document start, the first chunk of the first document scores as without TTT.
-    plain = score_stream(model, prefix, EvalParams(mode="sliding", seq_len=64, stride=32,
-                                                   doc_isolated=True))
-    np.testing.assert_allclose(scores.nll[:64], plain.nll[:64], rtol=1e-5, atol=1e-6)
+    # With B = 0 at every document start, each document's first window scores as without TTT.
+    plain = score_stream(model, documents, EvalParams(mode="sliding", seq_len=64, stride=32,
+                                                      doc_isolated=True))
+    firsts = [(off, off + min(64, n)) for off, n in segments(documents.numpy(), True)]
+    assert len(firsts) == 4
+    for lo, hi in firsts:
+        np.testing.assert_allclose(scores.nll[lo:hi], plain.nll[lo:hi], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(scores.nll, plain.nll)  # and the adapters did change later scores
 
 
 def test_ttt_eval_reports_the_same_targets_and_bytes(tiny_run, data_dir):
