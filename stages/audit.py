@@ -336,6 +336,10 @@ def audit(model: LoadedModel, data_dir: str | Path, params: EvalParams, *,
     evaluate = evaluator or default_evaluator(model, params)
     rng = np.random.default_rng(seed)
     causality, base = check_causality(evaluate, tokens, model.config.vocab_size, samples, rng)
+    scope = f" on the first {n - 1:,} validation targets"
+    if params.mode == "ttt" and params.ttt_lora_rank == 0:
+        scope += f", ttt_chunk_tokens {params.ttt_chunk_tokens} so that TTT updates happen there"
+    causality = dataclasses.replace(causality, detail=causality.detail + scope)
     return [
         causality,
         check_normalisation(base, tokens),

@@ -86,3 +86,18 @@ def test_progress_counts_every_window(tiny_run, data_dir):
                   EvalParams(mode="sliding", seq_len=64, stride=32, batch_seqs=5),
                   on_progress=seen.append, on_start=total.append)
     assert total and sum(seen) == total[0]
+
+
+def test_cli_mode_option_overrides_the_params(tiny_run, data_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from golfcli.main import cli
+
+    run, _ = tiny_run
+    out = tmp_path / "m.json"
+    args = ["eval", str(run / "final.safetensors"), "--data", str(data_dir), "--set", "seq_len=64"]
+    r = CliRunner().invoke(cli, [*args, "--mode", "sliding", "--set", "stride=32", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "(sliding, " in r.output and json.loads(out.read_text())["mode"] == "sliding"
+    bad = CliRunner().invoke(cli, [*args, "--mode", "sliding", "--set", "stride=0"])
+    assert bad.exit_code == 1 and "eval.stride must be in [1, eval.seq_len = 64], got 0" in bad.output
