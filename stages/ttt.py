@@ -260,7 +260,6 @@ def run_ttt(net: nn.Module, tokens: torch.Tensor, params: EvalParams, scores: Sc
     this adapts in place; losses go to `scores`."""
     chunks = plan_chunks(tokens.cpu().numpy(), params)
     predict = model_log_probs(net)
-
     trainer = TTTTrainer(net, params, len(chunks), scores)
 
     def score(chunk: Chunk) -> None:
