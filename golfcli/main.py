@@ -367,7 +367,48 @@ def eval_(model, data_dir, out, mode, params_file, overrides):
     if out is not None:
         write_json_atomic(out, m)
     click.echo(f"{model}: val_loss {m['val_loss']:.4f}  val_bpb {m['val_bpb']:.4f}  "
-               f"({m['tokens']:,} tokens, {m['bytes']:,} bytes, {m['eval_seconds']:.1f}s)")
+               f"({m['mode']}, {m['tokens']:,} tokens, {m['bytes']:,} bytes, "
+               f"{m['eval_seconds']:.1f}s, {m['tokens_per_s']:,.0f} tok/s)")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "data_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Data directory with val shards and the tokenizer.")
+@click.option("--mode", default=None, help="Shortcut for --set mode=... (the eval mode audited).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the checks as JSON here.")
+@click.option("--prefix-tokens", type=click.IntRange(min=0), default=0,
+              help="Validation prefix the behavioural checks run on [0: 4 x eval.seq_len].")
+@click.option("--samples", type=click.IntRange(min=1), default=4,
+              help="Tokens the causality check changes (one scoring pass each).")
+@stage_options
+def audit(model, data_dir, mode, json_out, prefix_tokens, samples, params_file, overrides):
+    """Check that MODEL's eval obeys the rules: prints PASS/FAIL per check, exits 1 on any FAIL.
+
+    \b
+    Runs the eval mode's own scoring pass (TTT included) on a validation prefix:
+    causality, normalisation, score before update; then byte accounting, size,
+    provenance (no validation shard among the recorded inputs) and document isolation.
+    """
+    from stages.artifacts import write_json_atomic
+    from stages.audit import audit as run
+    from stages.audit import report
+    from stages.evaluate import load_model
+
+    if mode:
+        overrides += (f"mode={mode}",)
+    p = load_params(params_file, ("eval",), overrides)["eval"]
+    checks = run(load_model(model), data_dir, p, prefix_tokens=prefix_tokens, samples=samples)
+    if json_out is not None:
+        write_json_atomic(json_out, report(checks, p))
+    width = max(len(c.name) for c in checks)
+    click.echo(f"{model}: audit of eval mode {p.mode}")
+    for c in checks:
+        click.echo(f"  {c.name:<{width}}  {'PASS' if c.passed else 'FAIL'}  {c.detail}")
+    if not all(c.passed for c in checks):
+        raise click.exceptions.Exit(1)
 
 
 @cli.command(name="import")

@@ -363,21 +363,66 @@ class CompressParams:
         _check(self.limit_bytes >= 1, f"compress.limit_bytes must be >= 1, got {self.limit_bytes}")
 
 
+EVAL_MODES = ("chunked", "sliding", "ttt")
+# Short names of the projections a TTT LoRA adapter can wrap (stages/ttt.py maps them to modules).
+LORA_TARGETS = ("q", "k", "v", "o", "up", "down")
+
+
 @dataclass(frozen=True)
 class EvalParams:
-    """`golf eval`: how the validation split is scored."""
+    """`golf eval`: how the validation split is scored (spec §6).
+
+    `chunked` scores non-overlapping windows; `sliding` scores windows every `stride` tokens, each
+    target once with at least `seq_len - stride` tokens of context; `ttt` is score-first test-time
+    training on top of sliding windows (chunked when `stride == seq_len`).
+    """
 
     mode: str = "chunked"
     seq_len: int = 1024
     batch_seqs: int = 8
     device: str = "auto"
+    stride: int = 64  # sliding and ttt: a window every `stride` tokens
+    doc_isolated: bool = False  # windows never span a BOS: each document scored with its own context
+    # Score-first TTT (spec §6.3; §6.4 with ttt_lora_rank > 0).
+    ttt_chunk_tokens: int = 32768  # global: tokens per chunk; LoRA: the per-document chunk (stride)
+    ttt_optimizer: str = "sgd"  # sgd | adamw
+    ttt_lr: float = 0.005  # cosine-decayed across chunks (global); constant for LoRA
+    ttt_epochs: int = 3  # optimizer steps per chunk, each over all of the chunk's tokens
+    ttt_momentum: float = 0.9  # SGD momentum, or AdamW beta1
+    ttt_grad_clip: float = 1.0  # 0 = off
+    ttt_freeze_blocks: int = 0  # the first N blocks are not adapted (global variant)
+    ttt_lora_rank: int = 0  # 0 = global TTT of the whole model; > 0 = per-document LoRA adapters
+    ttt_lora_alpha: float = 16.0  # the adapter output is scaled by alpha / rank
+    ttt_lora_targets: list[str] = field(default_factory=lambda: ["q", "v"])  # of q, k, v, o, up, down
+    ttt_lora_reset: bool = True  # fresh adapters (B = 0) and optimizer state for every document
 
     def __post_init__(self) -> None:
-        _check(self.mode in ("chunked",), f"eval.mode must be one of chunked; got {self.mode!r}")
+        _check(self.mode in EVAL_MODES,
+               f"eval.mode must be one of {', '.join(EVAL_MODES)}; got {self.mode!r}")
         _check(self.seq_len >= 1, f"eval.seq_len must be >= 1, got {self.seq_len}")
         _check(self.batch_seqs >= 1, f"eval.batch_seqs must be >= 1, got {self.batch_seqs}")
         _check(self.device in ("auto", "cpu", "cuda"),
                f"eval.device must be one of auto, cpu, cuda; got {self.device!r}")
+        _check(self.mode == "chunked" or 1 <= self.stride <= self.seq_len,
+               f"eval.stride must be in [1, eval.seq_len = {self.seq_len}], got {self.stride}")
+        _check(self.ttt_chunk_tokens >= 1,
+               f"eval.ttt_chunk_tokens must be >= 1, got {self.ttt_chunk_tokens}")
+        _check(self.ttt_optimizer in ("sgd", "adamw"),
+               f"eval.ttt_optimizer must be one of sgd, adamw; got {self.ttt_optimizer!r}")
+        _check(self.ttt_lr >= 0, f"eval.ttt_lr must be >= 0, got {self.ttt_lr}")
+        _check(self.ttt_epochs >= 0, f"eval.ttt_epochs must be >= 0, got {self.ttt_epochs}")
+        _check(0 <= self.ttt_momentum < 1,
+               f"eval.ttt_momentum must be in [0, 1), got {self.ttt_momentum}")
+        _check(self.ttt_grad_clip >= 0,
+               f"eval.ttt_grad_clip must be >= 0 (0 = off), got {self.ttt_grad_clip}")
+        _check(self.ttt_freeze_blocks >= 0,
+               f"eval.ttt_freeze_blocks must be >= 0, got {self.ttt_freeze_blocks}")
+        _check(self.ttt_lora_rank >= 0, f"eval.ttt_lora_rank must be >= 0, got {self.ttt_lora_rank}")
+        _check(self.ttt_lora_alpha > 0, f"eval.ttt_lora_alpha must be > 0, got {self.ttt_lora_alpha}")
+        unknown = [t for t in self.ttt_lora_targets if t not in LORA_TARGETS]
+        _check(bool(self.ttt_lora_targets) and not unknown,
+               f"eval.ttt_lora_targets must be a non-empty list of {', '.join(LORA_TARGETS)}; "
+               f"got {list(self.ttt_lora_targets)}")
 
 
 SECTIONS: dict[str, type] = {

@@ -3,14 +3,18 @@
 The model is always read back from disk (a checkpoint, a quantized artifact or a `.golf` blob), so the
 number describes the artifact that would be shipped, not weights still in memory.
 
-Mode `chunked` (the baseline's): the validation stream is cut into consecutive windows of `seq_len`
-targets; every target (every token after the first) is scored exactly once, the last window being
-shorter when the count does not divide. Bytes come from the tokenizer's byte table (stages.bpb).
+Modes (`eval.mode`; windows and their exact-once accounting in stages/scoring.py):
+- `chunked` (the baseline's): consecutive windows of `seq_len` targets, the last one shorter;
+- `sliding`: a window every `eval.stride` tokens, each scoring only targets no earlier window scored,
+  so every target but the first `seq_len` has at least `seq_len - stride` tokens of context;
+- `ttt`: score-first test-time training over sliding windows (stages/ttt.py).
+With `eval.doc_isolated` no window spans a BOS: each document is scored with its own context only.
+In every mode every target (every token after the first) is scored exactly once, which is checked;
+bytes come from the tokenizer's byte table (stages.bpb), so the byte total is the same in every mode.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +25,7 @@ import sentencepiece as spm
 import torch
 
 from stages.artifacts import Artifact, sha256_file
-from stages.bpb import bits_per_byte, build_byte_table, target_bytes
+from stages.bpb import bits_per_byte, build_byte_table
 from stages.compress import read_artifact
 from stages.config import EvalParams, ModelConfig, to_dict
 from stages.data import ValTokens, find_tokenizer, load_val_tokens
@@ -29,6 +33,9 @@ from stages.device import resolve_device
 from stages.errors import GolfError
 from stages.model import build_model
 from stages.quantize import dequantize
+from stages.scoring import (Scores, model_log_probs, plan_windows, score_windows,
+                            stream_target_bytes)
+from stages.ttt import plan_chunks, run_ttt
 
 
 @dataclass
@@ -52,57 +59,79 @@ def load_model(path: str | Path) -> LoadedModel:
     return LoadedModel(state, art.model_config, art, info)
 
 
+def score_stream(model: LoadedModel, tokens: torch.Tensor, params: EvalParams,
+                 probes: frozenset[int] = frozenset(),
+                 on_progress: Callable[[int], None] | None = None) -> Scores:
+    """One scoring pass of `params.mode` over a token stream (the validation split, or in the audit
+    a prefix of it): per-target losses, the probes' distributions and the TTT event log.
+
+    The network is a fresh copy built from the loaded weights, so TTT never alters `model`.
+    """
+    device = resolve_device(params.device)
+    net = build_model(model.config, model.state, device=device).eval()
+    on_device = tokens.to(device)
+    scores = Scores.empty(tokens.numel() - 1)
+    if params.mode == "ttt":
+        run_ttt(net, on_device, params, scores, probes, on_progress)
+    else:
+        windows = plan_windows(tokens.numpy(), params.seq_len, scoring_stride(params),
+                               params.doc_isolated)
+        score_windows(model_log_probs(net), on_device, windows, params.batch_seqs, scores, probes,
+                      on_progress)
+    return scores
+
+
+def scoring_stride(params: EvalParams) -> int:
+    """Chunked windows are sliding windows whose stride is their length."""
+    return params.seq_len if params.mode == "chunked" else params.stride
+
+
+def count_windows(stream: np.ndarray, params: EvalParams) -> int:
+    """How many windows a pass scores (the progress bar's total)."""
+    if params.mode == "ttt":
+        return sum(len(c.windows) for c in plan_chunks(stream, params))
+    return len(plan_windows(stream, params.seq_len, scoring_stride(params), params.doc_isolated))
+
+
 def evaluate(model: LoadedModel, val: ValTokens, sp: spm.SentencePieceProcessor, params: EvalParams,
-             on_progress: Callable[[int], None] | None = None) -> dict:
+             on_progress: Callable[[int], None] | None = None,
+             on_start: Callable[[int], None] | None = None) -> dict:
     """Score every validation target once; return the metrics dict (val_loss, val_bpb, counts)."""
     if not isinstance(val, ValTokens):
         raise TypeError("evaluate() scores ValTokens")
     if sp.get_piece_size() != model.config.vocab_size:
         raise GolfError(f"the model has vocab {model.config.vocab_size} but the data's tokenizer has "
                         f"{sp.get_piece_size()} pieces")
-    device = resolve_device(params.device)
-    net = build_model(model.config, model.state, device=device).eval()
-    table = build_byte_table(sp)
-    tokens = torch.from_numpy(val.concatenated().astype(np.int64))
-    n_targets = tokens.numel() - 1
-    if n_targets < 1:
+    stream = val.concatenated().astype(np.int64)
+    if stream.size < 2:
         raise GolfError("the validation split has fewer than two tokens")
-    L = params.seq_len
-    starts = list(range(0, n_targets, L))
-    nll_sum, byte_sum, scored = 0.0, 0, 0
+    tokens = torch.from_numpy(stream)
+    if on_start:
+        on_start(count_windows(stream, params))
     t0 = time.perf_counter()
-    use_bf16 = device.type == "cuda"
-    with torch.inference_mode():
-        for i in range(0, len(starts), params.batch_seqs):
-            group = starts[i:i + params.batch_seqs]
-            # Windows of one batch share a length; only the very last window can be shorter.
-            for length in sorted({min(L, n_targets - s) for s in group}, reverse=True):
-                ss = [s for s in group if min(L, n_targets - s) == length]
-                x = torch.stack([tokens[s:s + length] for s in ss]).to(device)
-                y = torch.stack([tokens[s + 1:s + 1 + length] for s in ss]).to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    nll = net.token_nll(x, y)
-                nll_sum += nll.double().sum().item()
-                byte_sum += int(target_bytes(x, y, table).sum())
-                scored += y.numel()
-            if on_progress:
-                on_progress(len(group))
+    scores = score_stream(model, tokens, params, on_progress=on_progress)
     elapsed = time.perf_counter() - t0
-    assert scored == n_targets, "every validation target must be scored exactly once"
+    scores.check_once()
+    # Bytes of the targets actually scored; each counted once, so the total is the same in every mode.
+    byte_sum = int((stream_target_bytes(tokens, build_byte_table(sp)) * scores.counts).sum())
     if byte_sum <= 0:
         raise GolfError("the validation targets carry no bytes; is the tokenizer right?")
-    val_loss = nll_sum / scored
-    return {
-        "val_loss": val_loss,
+    nll_sum, scored = float(scores.nll.sum()), int(scores.counts.sum())
+    metrics = {
+        "val_loss": nll_sum / scored,
         "val_bpb": bits_per_byte(nll_sum, byte_sum),
         "tokens": scored,
         "bytes": byte_sum,
         "mode": params.mode,
-        "seq_len": L,
+        "seq_len": params.seq_len,
         "eval_seconds": round(elapsed, 3),
         "tokens_per_s": round(scored / max(elapsed, 1e-9), 1),
         "params": to_dict(params),
     }
+    if params.mode == "ttt":
+        metrics["ttt_chunks"] = sum(1 for e in scores.events if e[0] == "score")
+        metrics["ttt_updates"] = sum(1 for e in scores.events if e[0] == "update")
+    return metrics
 
 
 def evaluate_path(model_path: str | Path, data_dir: str | Path, params: EvalParams,
@@ -118,8 +147,6 @@ def evaluate_path(model_path: str | Path, data_dir: str | Path, params: EvalPara
                         f"{tok_path} is {tok_sha[:19]}…: scores would be meaningless")
     sp = spm.SentencePieceProcessor(model_file=str(tok_path))
     val = load_val_tokens(data_dir)
-    if on_start:
-        on_start(math.ceil((val.num_tokens - 1) / params.seq_len))
-    metrics = evaluate(model, val, sp, params, on_progress)
+    metrics = evaluate(model, val, sp, params, on_progress, on_start)
     metrics.update(model=model.info, val_shards=list(val.shard_hashes), tokenizer_sha256=tok_sha)
     return metrics
