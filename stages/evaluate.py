@@ -25,7 +25,7 @@ import sentencepiece as spm
 import torch
 
 from stages.artifacts import Artifact, sha256_file
-from stages.bpb import bits_per_byte, build_byte_table
+from stages.bpb import build_byte_table
 from stages.compress import read_artifact
 from stages.config import EvalParams, ModelConfig, to_dict
 from stages.data import ValTokens, find_tokenizer, load_val_tokens
@@ -33,8 +33,7 @@ from stages.device import resolve_device
 from stages.errors import GolfError
 from stages.model import build_model
 from stages.quantize import dequantize
-from stages.scoring import (Scores, model_log_probs, plan_windows, score_windows,
-                            stream_target_bytes)
+from stages.scoring import Scores, model_log_probs, plan_windows, score_windows, totals
 from stages.ttt import plan_chunks, run_ttt
 
 
@@ -111,23 +110,14 @@ def evaluate(model: LoadedModel, val: ValTokens, sp: spm.SentencePieceProcessor,
     t0 = time.perf_counter()
     scores = score_stream(model, tokens, params, on_progress=on_progress)
     elapsed = time.perf_counter() - t0
-    scores.check_once()
-    # Bytes of the targets actually scored; each counted once, so the total is the same in every mode.
-    byte_sum = int((stream_target_bytes(tokens, build_byte_table(sp)) * scores.counts).sum())
-    if byte_sum <= 0:
-        raise GolfError("the validation targets carry no bytes; is the tokenizer right?")
-    nll_sum, scored = float(scores.nll.sum()), int(scores.counts.sum())
     metrics = {
-        "val_loss": nll_sum / scored,
-        "val_bpb": bits_per_byte(nll_sum, byte_sum),
-        "tokens": scored,
-        "bytes": byte_sum,
+        **totals(scores, tokens, build_byte_table(sp)),
         "mode": params.mode,
         "seq_len": params.seq_len,
         "eval_seconds": round(elapsed, 3),
-        "tokens_per_s": round(scored / max(elapsed, 1e-9), 1),
         "params": to_dict(params),
     }
+    metrics["tokens_per_s"] = round(metrics["tokens"] / max(elapsed, 1e-9), 1)
     if params.mode == "ttt":
         metrics["ttt_chunks"] = sum(1 for e in scores.events if e[0] == "score")
         metrics["ttt_updates"] = sum(1 for e in scores.events if e[0] == "update")

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages.bpb import ByteTable, target_bytes
+from stages.bpb import ByteTable, bits_per_byte, target_bytes
 from stages.data import BOS_ID
+from stages.errors import GolfError
 
 # (inputs (B, T), targets (B, T)) -> log-probabilities over the vocabulary (B, T, V), fp32. The
 # targets are passed so that a scorer's full contract is visible to the audit: a legal predictor
@@ -146,3 +147,18 @@ def stream_target_bytes(tokens: torch.Tensor, table: ByteTable) -> np.ndarray:
     """Bytes of every target of the stream (int64 [N]), by the byte-table rule of stages.bpb."""
     tokens = tokens.cpu()
     return target_bytes(tokens[:-1], tokens[1:], table).numpy()
+
+
+def totals(scores: Scores, tokens: torch.Tensor, table: ByteTable) -> dict:
+    """val_loss, val_bpb, token and byte counts of a finished pass over the stream `tokens`.
+
+    Bytes are those of the targets actually scored, each once, so the total is the same in every
+    mode and equals the byte table's total over the stream.
+    """
+    scores.check_once()
+    byte_sum = int((stream_target_bytes(tokens, table) * scores.counts).sum())
+    if byte_sum <= 0:
+        raise GolfError("the validation targets carry no bytes; is the tokenizer right?")
+    nll_sum, scored = float(scores.nll.sum()), int(scores.counts.sum())
+    return {"val_loss": nll_sum / scored, "val_bpb": bits_per_byte(nll_sum, byte_sum),
+            "tokens": scored, "bytes": byte_sum}
