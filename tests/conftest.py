@@ -74,6 +74,28 @@ def tiny_run(tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_final(tiny_run):
+    """The tiny run's final checkpoint, loaded as `golf eval` loads a model."""
+    from stages.evaluate import load_model
+
+    run, _ = tiny_run
+    return load_model(run / "final.safetensors")
+
+
+def train_briefly(model, x: torch.Tensor, steps: int, lr: float = 3e-3) -> tuple[float, float]:
+    """(first, last) loss of `steps` Adam steps of next-token prediction on the fixed batch x."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = model.loss(x[:, :-1], x[:, 1:])
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return losses[0], losses[-1]
+
+
+@pytest.fixture(scope="session")
 def quantized_path(tmp_path_factory, tiny_run):
     run, _ = tiny_run
     ckpt = artifacts.load(run / "final.safetensors", expect="checkpoint")

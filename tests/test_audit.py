@@ -31,9 +31,8 @@ def run_audit(model, data_dir, params, **kw):
 
 
 @pytest.fixture(scope="module")
-def legal(tiny_run):
-    run, _ = tiny_run
-    return load_model(run / "final.safetensors")
+def legal(tiny_final):
+    return tiny_final
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 
 from stages.config import EvalParams
 from stages.data import BOS_ID, load_val_tokens
-from stages.evaluate import evaluate_path, load_model, score_stream
+from stages.evaluate import evaluate_path, score_stream
 from stages.model import build_model
 from stages.scoring import Scores, Window, segments
 from stages.ttt import Chunk, ScoredChunks, TTTTrainer, global_chunks
@@ -16,9 +16,8 @@ TTT = dict(mode="ttt", seq_len=64, stride=32, batch_seqs=8, ttt_chunk_tokens=128
 
 
 @pytest.fixture(scope="module")
-def model(tiny_run):
-    run, _ = tiny_run
-    return load_model(run / "final.safetensors")
+def model(tiny_final):
+    return tiny_final
 
 
 @pytest.fixture(scope="module")
