@@ -19,6 +19,10 @@ Options of the record stacks, all off by default:
   counted as training time, and torch's RNG is restored after it, so weights are unchanged by it;
 - resume: every `checkpoint_every` steps the full state goes to `resume_dir` (stages.resume), and
   `resume=True` continues from it. A finished run deletes that state.
+
+Under torchrun (`golf train --nproc N`, stages.distributed) every rank draws the same global batch
+and keeps its own slice, gradients are averaged in one all-reduce before clipping, and only rank 0
+reports, validates and writes. `train.compile` compiles the loss (stages.distributed.loss_function).
 """
 
 from __future__ import annotations

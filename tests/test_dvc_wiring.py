@@ -1,5 +1,6 @@
 """dvc.yaml lists exactly what each stage runs, and the real pipeline caches as promised."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,9 +14,13 @@ from tests.import_graph import ROOT, command_closure
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 COMMAND_FUNCTIONS = {"tokenize": "tokenize", "train": "train", "average": "average",
-                     "quantize": "quantize", "compress": "compress", "eval": "eval_"}
+                     "quantize": "quantize", "compress": "compress", "eval": "eval_",
+                     "audit": "audit"}
 SECTIONS_READ = {"tokenize": ["tokenize"], "train": ["model", "train"], "average": ["average"],
-                 "quantize": ["quantize"], "compress": ["compress"], "eval": ["eval"]}
+                 "quantize": ["quantize"], "compress": ["compress"], "eval": ["eval"],
+                 "audit": ["eval"]}
+# These count every code file toward the size limit, so they depend on the whole code tree.
+WHOLE_TREE = ("compress", "audit")
 
 
 def _covered(path: str, deps: list[str]) -> bool:
@@ -28,7 +33,7 @@ def test_code_deps_match_the_import_graph(stage):
     needed = command_closure(COMMAND_FUNCTIONS[stage])
     missing = sorted(p for p in needed if not _covered(p, deps))
     assert not missing, f"{stage} runs {missing} but dvc.yaml does not list them"
-    if stage != "compress":  # compress counts every code file, so it depends on the whole tree
+    if stage not in WHOLE_TREE:
         extra = sorted(d for d in deps if not any(_covered(p, [d]) for p in needed))
         assert not extra, f"{stage} lists {extra} but never imports them"
     assert DVC[stage]["params"] == SECTIONS_READ[stage]
@@ -39,9 +44,12 @@ def test_stages_chain_through_their_outputs():
     outs = {s: [o if isinstance(o, str) else next(iter(o)) for o in DVC[s].get("outs", [])]
             for s in DVC}
     order = list(DVC)
-    assert order == ["tokenize", "train", "average", "quantize", "compress", "eval"]
-    for prev, stage in zip(order, order[1:], strict=False):
+    assert order == ["tokenize", "train", "average", "quantize", "compress", "eval", "audit"]
+    chain = order[:-1]
+    for prev, stage in zip(chain, chain[1:], strict=False):
         assert set(outs[prev]) & set(DVC[stage]["deps"]), f"{stage} does not consume {prev}"
+    # The audit checks what eval scored: the same blob and data.
+    assert {"models/model.golf", "data/tokens"} <= set(DVC["audit"]["deps"])
 
 
 PIPELINE_PARAMS = """
@@ -86,11 +94,12 @@ def test_dvc_repro_caches_and_reruns_only_downstream(tmp_path):
 
     assert _ran(_dvc(repo, "repro")) == set(COMMAND_FUNCTIONS)
     assert (repo / "metrics/eval.json").is_file() and (repo / "models/model.golf").is_file()
+    assert json.loads((repo / "metrics/audit.json").read_text())["passed"]
     assert _ran(_dvc(repo, "repro")) == set()
     text = (repo / "params.yaml").read_text().replace("quantize: {keep_float_max_numel: 1024}",
                                                       "quantize: {keep_float_max_numel: 1024, bits: 6}")
     (repo / "params.yaml").write_text(text)
-    assert _ran(_dvc(repo, "repro")) == {"quantize", "compress", "eval"}
+    assert _ran(_dvc(repo, "repro")) == {"quantize", "compress", "eval", "audit"}
     text = text.replace("codec: zstd, level: 3", "codec: lzma, level: 6")
     (repo / "params.yaml").write_text(text)
-    assert _ran(_dvc(repo, "repro")) == {"compress", "eval"}
+    assert _ran(_dvc(repo, "repro")) == {"compress", "eval", "audit"}
