@@ -196,9 +196,10 @@ class TrainParams:
     val_every: int = 0  # score the validation split every N steps (metrics and log only); 0 = off
     checkpoint_every: int = 0  # write resumable state to RUN_DIR/resume/ every N steps; 0 = off
     device: str = "auto"  # auto | cpu | cuda
-    autocast: str = "auto"  # auto (bf16 wherever it is faster) | bf16 | off
+    autocast: str | bool = "auto"  # auto (bf16 wherever it is faster) | bf16 | off
     # torch.compile of the loss: auto = on with CUDA, off on CPU (a cold CPU compile takes minutes).
-    # YAML reads bare on/off as booleans, so those are accepted and normalised to "on"/"off".
+    # YAML reads a bare on/off as a boolean: accepted and normalised to "on"/"off" (for autocast,
+    # "bf16"/"off").
     compile: str | bool = "auto"
     log_every: int = 10
 
@@ -223,6 +224,8 @@ class TrainParams:
             _check(getattr(self, key) >= 0, f"train.{key} must be >= 0, got {getattr(self, key)}")
         _check(self.device in ("auto", "cpu", "cuda"),
                f"train.device must be one of auto, cpu, cuda; got {self.device!r}")
+        if isinstance(self.autocast, bool):  # YAML reads a bare off/on as a boolean
+            object.__setattr__(self, "autocast", "bf16" if self.autocast else "off")
         _check(self.autocast in ("auto", "bf16", "off"),
                f"train.autocast must be one of auto, bf16, off; got {self.autocast!r}")
         if isinstance(self.compile, bool):

@@ -41,6 +41,14 @@ def test_overrides_are_typed_and_scoped(tmp_path):
         load_params(params, ("train",), ("seq_len=long",))
 
 
+def test_bare_on_off_switches_read_as_yaml_booleans(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("train:\n  autocast: off\n  compile: on\n")  # YAML 1.1: booleans
+    p = load_params(params, ("train",))["train"]
+    assert (p.autocast, p.compile) == ("off", "on")
+    assert load_params(params, ("train",), ("autocast=on",))["train"].autocast == "bf16"
+
+
 def test_null_level_and_missing_params_file(tmp_path):
     p = load_params(None, ("compress",), ("level=null",))
     assert p["compress"].level is None
