@@ -138,10 +138,6 @@ def update_ema(ema: list[torch.Tensor], model: nn.Module, decay: float) -> None:
     torch._foreach_add_(ema, weights, alpha=1.0 - decay)
 
 
-def has_looping(model_config: ModelConfig) -> bool:
-    return getattr(model_config, "num_loops", 0) > 0
-
-
 def maybe_enable_qat(model: nn.Module, run: Progress, scale: float, params: TrainParams) -> None:
     """Turn late QAT on (once) when the LR scale first falls below `qat_lr_scale`."""
     if params.qat_bits and run.qat_step is None and scale < params.qat_lr_scale:
@@ -248,7 +244,7 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
     ema = [p.detach().float().clone() for p in model.parameters()]
     sampler = WindowSampler(data, params.seq_len, params.seed)
     seqs = params.batch_tokens // params.seq_len
-    looped = has_looping(model_config)
+    looped = model_config.num_loops > 0
 
     resolved = {"model": to_dict(model_config), "train": to_dict(params)}
     fingerprint = resume_state.fingerprint(resolved, data.shard_hashes)
