@@ -17,8 +17,8 @@ from pathlib import Path
 # Run from a checkout without installing: the repository root holds the `stages` package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stages.compress import CODECS, get_codec, pack  # noqa: E402
-from stages.entropy import group_report  # noqa: E402
+from stages.codec.blob import CODECS, get_codec, pack  # noqa: E402
+from stages.codec.entropy import group_report  # noqa: E402
 
 
 def best_time(fn, repeat: int) -> tuple[float, object]:

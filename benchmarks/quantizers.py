@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 from stages import artifacts
-from stages.compress import pack
-from stages.config import EvalParams, QuantizeParams
-from stages.evaluate import evaluate_path
+from stages.codec.blob import pack, packed_size
+from stages.eval.evaluate import evaluate_path
+from stages.eval.params import EvalParams
 from stages.quant.calibrate import calibrate
-from stages.quantize import needs_calibration, quantize, quantize_to_target
+from stages.quant.params import QuantizeParams
+from stages.quant.quantize import quantize, quantize_to_target
 
 
 def main() -> None:
@@ -54,14 +55,14 @@ def main() -> None:
         for method, grid, bits in itertools.product(args.methods, args.grids, args.bits):
             params = dataclasses.replace(base_params, method=method, grid=grid, bits=bits)
             kwargs: dict = {"parents": {}}
-            if needs_calibration(params):
+            if params.needs_calibration():
                 if hessians is None:
                     hessians, provenance = calibrate(ckpt, str(args.data), params)
                 kwargs.update(hessians=hessians, calibration=provenance)
             t0 = time.perf_counter()
             if args.equal_bytes:
                 q, search = quantize_to_target(ckpt, params, target_bytes=args.equal_bytes,
-                                               code_bytes=0, codec="zstd", **kwargs)
+                                               measure=lambda a: packed_size(a, "zstd"), **kwargs)
                 mult = search["clip_multiplier"]
             else:
                 q, mult = quantize(ckpt, params, **kwargs), 1.0

@@ -3,7 +3,7 @@
     python benchmarks/train_speed.py [--params FILE] [--set key=value ...] [--steps N] [--warmup N]
                                      [--data DIR]
 
-Runs `stages.train.train` itself (model, Muon + Adam, EMA, sampler, autocast, train.compile) for
+Runs `stages.train.loop.train` itself (model, Muon + Adam, EMA, sampler, autocast, train.compile) for
 warmup + steps optimizer steps and times each step from its `on_step` callback; ms/step is the median
 of the steps after the warm-up. Without --data it trains on a shard of uniform random token ids
 (step time does not depend on the token values), so no tokenized corpus is needed.
@@ -36,11 +36,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from golfcli.params import load_params  # noqa: E402
-from stages.config import ModelConfig  # noqa: E402
-from stages.data import load_train_tokens, write_shard  # noqa: E402
+from stages.data.shards import load_train_tokens, write_shard  # noqa: E402
 from stages.device import resolve_device  # noqa: E402
-from stages.model import CONTROL_NAMES, build_model, count_parameters  # noqa: E402
-from stages.train import train  # noqa: E402
+from stages.model.config import ModelConfig  # noqa: E402
+from stages.model.gpt import build_model, count_parameters  # noqa: E402
+from stages.train.loop import Hooks, train  # noqa: E402
 
 FLOPS_FORMULA = "6 * N_matmul + 12 * L * T * d"
 
@@ -49,8 +49,8 @@ def matmul_params(cfg: ModelConfig) -> int:
     """Weights that multiply activations, the tied embedding counted once (as the head)."""
     with torch.device("meta"):
         model = build_model(cfg, device="meta")
-    return sum(p.numel() for name, p in model.named_parameters()
-               if p.ndim == 2 and not any(c in name for c in CONTROL_NAMES))
+    roles = model.roles_by_name()
+    return sum(p.numel() for name, p in model.named_parameters() if roles[name].kind != "control")
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
@@ -88,7 +88,7 @@ def time_steps(data_dir: Path, model_cfg, train_p) -> list[float]:
     """Seconds of each optimizer step of a real `train` run (from consecutive on_step calls)."""
     stamps = [time.perf_counter()]
     train(load_train_tokens(data_dir), model_cfg, train_p, parents={}, provenance={},
-          on_step=lambda info: stamps.append(time.perf_counter()))
+          hooks=Hooks(on_step=lambda info: stamps.append(time.perf_counter())))
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
 

@@ -1,1 +1,1 @@
-"""The `golf` command line: parse, call a `stages` function, print."""
+"""The `golf` command line: parse, call one library function, print."""

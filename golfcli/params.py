@@ -1,4 +1,8 @@
-"""Reading a command's sections of `params.yaml` and applying `--set key=value` overrides."""
+"""A command's sections of the params file, with `--set key=value` overrides applied.
+
+With no `--params FILE`, `./params.yaml` is used when it exists (DVC's convention), else every
+section takes its built-in defaults, which are the full-scale baseline; commands say which they used.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,26 @@ from typing import Any
 
 import yaml
 
-from stages.config import ConfigError, build_section
+from stages.params import ConfigError, build
 
 DEFAULT_PARAMS = Path("params.yaml")
+# Every section a params file may hold (`golf params` lists their keys); a typo'd section name is
+# an error rather than silently ignored.
+KNOWN_SECTIONS = ("model", "tokenize", "train", "average", "quantize", "compress", "eval")
+
+
+def params_path(params_file: Path | None) -> Path | None:
+    """The params file a command reads: the given one, else ./params.yaml if present, else None."""
+    if params_file is not None:
+        return params_file
+    return DEFAULT_PARAMS if DEFAULT_PARAMS.is_file() else None
+
+
+def describe_source(params_file: Path | None, sections: tuple[str, ...]) -> str:
+    """One line saying where a command's params came from."""
+    path = params_path(params_file)
+    where = str(path) if path is not None else "built-in defaults (no ./params.yaml)"
+    return f"params: {where} [{', '.join(sections)}]"
 
 
 def parse_override(item: str, sections: tuple[str, ...]) -> tuple[str, str, Any]:
@@ -30,37 +51,48 @@ def parse_override(item: str, sections: tuple[str, ...]) -> tuple[str, str, Any]
     return section, name, value
 
 
+def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{path}: no such params file") from None
+        return {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    unknown = sorted(str(k) for k in raw if k not in KNOWN_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r} (known: "
+                          f"{', '.join(KNOWN_SECTIONS)})")
+    return raw
+
+
 def read_sections(params_file: Path | None, sections: tuple[str, ...],
                   overrides: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
-    """The raw values of each section, from `params_file` then overrides, before any defaults.
+    """The raw values of each section, from the params file then overrides, before any defaults.
 
     For a command that must know which keys the user gave (`golf import` checks given shape values
-    against the weights); the others use `load_params`. With no file given, `./params.yaml` is used
-    when it exists.
+    against the weights); the others use `load_params`.
     """
-    raw: dict[str, Any] = {}
-    path = params_file if params_file is not None else DEFAULT_PARAMS
-    if params_file is not None or path.is_file():
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such params file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections")
-    values = {s: dict(raw.get(s) or {}) for s in sections}
+    path = params_path(params_file)
+    raw = _read_file(path, params_file is not None) if path is not None else {}
+    values = {}
+    for s in sections:
+        section = raw.get(s) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"params section {s!r} must be a mapping, got {section!r}")
+        values[s] = dict(section)
     for item in overrides:
         section, name, value = parse_override(item, sections)
         values[section][name] = value
     return values
 
 
-def load_params(params_file: Path | None, sections: tuple[str, ...],
+def load_params(params_file: Path | None, classes: dict[str, type],
                 overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Build the dataclass of each section from `params_file`, then overrides.
-
-    With no file given, `./params.yaml` is used when it exists, else the built-in defaults.
-    """
-    values = read_sections(params_file, sections, overrides)
-    return {s: build_section(s, values[s]) for s in sections}
+    """Each section's params dataclass (`classes`: section name -> class; the first is the
+    command's own section, which bare `--set` keys belong to)."""
+    values = read_sections(params_file, tuple(classes), overrides)
+    return {s: build(cls, values[s]) for s, cls in classes.items()}

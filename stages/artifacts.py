@@ -12,18 +12,14 @@ One key, because safetensors does not keep the order of several metadata keys, a
 byte-identical across runs defeats DVC's caching. Loading checks the kind and the format version and
 names the file and the problem in one line when they do not match.
 
-Writes go to a temporary name in the destination folder and are renamed into place, so a failure
-never leaves a half-written artifact behind (DVC does not clean up after a failed stage).
+Writes are atomic (stages/files.py). The model config is stored in artifact format 1's layout
+(`ModelConfig.to_metadata`), so every artifact ever written still loads.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +30,13 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from stages import __version__
-from stages.config import ModelConfig, build_section
 from stages.errors import GolfError
+from stages.files import sha256_bytes, write_bytes_atomic
+from stages.model.config import ModelConfig
+from stages.params import ConfigError
+from stages.tensorfile import META_KEY, HeaderError, read_header
 
 FORMAT_VERSION = 1
-META_KEY = "golf"
 KINDS = ("checkpoint", "quantized")
 
 
@@ -65,53 +63,12 @@ class Artifact:
             "kind": self.kind,
             "format_version": self.format_version,
             "golf_version": self.golf_version,
-            "model_config": vars(self.model_config).copy(),
+            "model_config": self.model_config.to_metadata(),
             "params": self.params,
             "parents": self.parents,
             "provenance": self.provenance,
             "extra": self.extra,
         }
-
-
-# ---------------------------------------------------------------------------------------------------
-# Hashing and atomic writes
-# ---------------------------------------------------------------------------------------------------
-
-def sha256_bytes(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -141,13 +98,18 @@ def from_bytes(data: bytes, source: str, expect: str | tuple[str, ...] | None = 
     except (SafetensorError, ValueError, OSError) as e:
         raise ArtifactError(f"{source}: not a readable safetensors artifact (truncated or damaged?): "
                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    meta_raw = _read_metadata(data)
-    if meta_raw is None or META_KEY not in meta_raw:
+    try:
+        meta_raw = read_header(data).metadata
+    except HeaderError:
+        meta_raw = {}
+    if META_KEY not in meta_raw:
         raise ArtifactError(f"{source}: safetensors file without golf metadata (not a golf artifact)")
     try:
         meta = json.loads(meta_raw[META_KEY])
     except json.JSONDecodeError:
         raise ArtifactError(f"{source}: golf metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{source}: golf metadata is not a JSON object")
     kind = meta.get("kind")
     version = meta.get("format_version")
     if kind not in KINDS:
@@ -159,10 +121,14 @@ def from_bytes(data: bytes, source: str, expect: str | tuple[str, ...] | None = 
         allowed = (expect,) if isinstance(expect, str) else expect
         if kind not in allowed:
             raise ArtifactError(f"{source}: expected a {' or '.join(allowed)} artifact, got {kind}")
+    try:
+        model_config = ModelConfig.from_metadata(meta["model_config"])
+    except (ConfigError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{source}: its model config is not valid ({e})") from None
     return Artifact(
         kind=kind,
         tensors=tensors,
-        model_config=build_section("model", meta["model_config"]),
+        model_config=model_config,
         params=meta.get("params", {}),
         parents=meta.get("parents", {}),
         provenance=meta.get("provenance", {}),
@@ -185,17 +151,3 @@ def load_with_hash(path: str | os.PathLike,
         raise ArtifactError(f"{path}: no such file")
     data = path.read_bytes()
     return from_bytes(data, str(path), expect), sha256_bytes(data)
-
-
-def _read_metadata(data: bytes) -> dict[str, str] | None:
-    """The `__metadata__` of a safetensors buffer (the header is JSON after an 8-byte length)."""
-    if len(data) < 8:
-        return None
-    n = int.from_bytes(data[:8], "little")
-    if n > len(data) - 8:
-        return None
-    try:
-        header = json.loads(data[8:8 + n])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return header.get("__metadata__")

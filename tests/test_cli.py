@@ -1,13 +1,23 @@
-"""The command line as a user meets it: help, params, errors, and the six stages chained."""
+"""The command line as a user meets it: help, params, errors, and the stages chained."""
 
+import dataclasses
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
 
+from golfcli.commands.params import CLASSES
 from golfcli.main import cli
+from stages.budget import code_bytes
+from stages.files import sha256_file
 
-STAGES = ("tokenize", "train", "average", "quantize", "compress", "eval", "inspect")
+COMMANDS = ("tokenize", "train", "average", "quantize", "compress", "eval", "audit", "compare",
+            "inspect", "import", "params")
+# The params sections each stage command reads (its own first).
+STAGE_SECTIONS = {"tokenize": ("tokenize",), "train": ("train", "model"), "average": ("average",),
+                  "quantize": ("quantize",), "compress": ("compress",), "eval": ("eval",),
+                  "audit": ("eval",)}
 
 TINY_PARAMS = """
 model: {vocab_size: 400, num_layers: 2, model_dim: 64, num_heads: 4, num_kv_heads: 2}
@@ -25,14 +35,25 @@ def golf(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def test_help_lists_every_stage():
+def test_help_lists_every_command_and_each_command_has_help():
     r = golf("--help")
     assert r.exit_code == 0
-    for name in STAGES:
-        assert f"  {name}" in r.output
-    for name in STAGES:
+    commands = r.output.split("Commands:")[1].splitlines()
+    listed = [line.split()[0] for line in commands if line.strip()]
+    assert listed == list(COMMANDS)
+    for name in COMMANDS:
         sub = golf(name, "--help")
-        assert sub.exit_code == 0 and "Usage: " in sub.output and len(sub.output) > 200
+        assert sub.exit_code == 0 and sub.output.startswith("Usage: ") and len(sub.output) > 200
+
+
+@pytest.mark.parametrize("command", list(STAGE_SECTIONS))
+def test_stage_help_lists_the_keys_of_its_sections(command):
+    out = golf(command, "--help").output
+    for section in STAGE_SECTIONS[command]:
+        keys = out.split(f"{section}: ", 1)[1].split("\n\n", 1)[0]
+        listed = [k.strip() for k in keys.replace("\n", " ").split(",")]
+        assert listed == [f.name for f in dataclasses.fields(CLASSES[section])], section
+    assert f"golf params {' '.join(STAGE_SECTIONS[command])}" in out
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +80,26 @@ def pipeline(tmp_path_factory, corpus_jsonl):
     return d, params, outputs
 
 
+def test_every_stage_ends_with_where_its_params_came_from(pipeline, tmp_path, monkeypatch):
+    d, params, out = pipeline
+    for command, output in out.items():
+        last = output.strip().splitlines()[-1]
+        assert last == f"params: {params} [{', '.join(STAGE_SECTIONS[command])}]", command
+    monkeypatch.chdir(tmp_path)  # no ./params.yaml: the built-in defaults, and it says so
+    r = golf("compress", d / "q.safetensors", "--out", tmp_path / "m.golf", "--set", "level=3")
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().splitlines()[-1] == \
+        "params: built-in defaults (no ./params.yaml) [compress]"
+    (tmp_path / "params.yaml").write_text("compress: {level: 2}\n")  # DVC's convention
+    r = golf("compress", d / "q.safetensors", "--out", tmp_path / "m.golf")
+    assert r.output.strip().splitlines()[-1] == "params: params.yaml [compress]"
+    assert "zstd-2 " in r.output
+
+
 def test_pipeline_through_the_cli(pipeline):
     d, _, out = pipeline
     assert {p.name for p in (d / "run").iterdir()} == {"final.safetensors", "ema.safetensors",
-                                                      "train_metrics.json", "live"}
+                                                      "train_metrics.json", "live", "swa"}
     metrics = json.loads((d / "metrics.json").read_text())
     manifest = json.loads((d / "data/manifest.json").read_text())
     assert metrics["bytes"] == manifest["val"]["text_bytes"] and metrics["val_bpb"] > 0
@@ -78,8 +115,6 @@ def test_inspect_shows_lineage(pipeline):
     assert r.exit_code == 0
     info = json.loads(r.output)
     assert info["kind"] == "quantized" and info["blob"]["codec"] == "zstd"
-    from stages.artifacts import sha256_file
-
     assert info["parents"]["checkpoint"] == sha256_file(d / "avg.safetensors")
     assert info["params"]["quantize"]["method"] == "rtn"
     avg = json.loads(golf("inspect", d / "avg.safetensors", "--json").output)
@@ -123,6 +158,20 @@ def test_bad_overrides(pipeline):
     assert not (d / "x.safetensors").exists() and not (d / "r2").exists()
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("qunatize: {bits: 4}\n", "unknown section 'qunatize'"),
+    ("model: {sparse_attn_gate: true}\n",
+     "model.sparse_attn_gate is gone: set model.attn_gate: sparse"),
+])
+def test_bad_params_files_fail_in_one_line(pipeline, tmp_path, text, needle):
+    d, _, _ = pipeline
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    r = golf("train", d / "data", "--out", tmp_path / "run", "--params", bad)
+    _one_line_error(r, needle)
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_inputs_fail_in_one_line_and_write_nothing(pipeline, tmp_path):
     d, params, _ = pipeline
     out = tmp_path / "out"
@@ -162,8 +211,6 @@ def test_vocab_larger_than_the_corpus_supports(corpus_jsonl, tmp_path):
 
 def test_official_layout_data_dir_works_without_retokenizing(pipeline, tmp_path):
     """fineweb_{train,val}_*.bin shards next to a *.model tokenizer: train and eval read it as is."""
-    import shutil
-
     d, params, _ = pipeline
     official = tmp_path / "official"
     official.mkdir()
@@ -201,8 +248,6 @@ def test_gptq_calibration_through_the_cli(pipeline):
 
 
 def test_target_bytes_through_the_cli(pipeline):
-    from stages.compress import code_bytes
-
     d, params, _ = pipeline
     target = code_bytes() + int(0.8 * (d / "m.golf").stat().st_size)
     r = golf("quantize", d / "avg.safetensors", "--out", d / "t.safetensors", "--params", params,

@@ -9,22 +9,32 @@ Each records its provenance (shard hashes, or the generation seed), and the quan
 
 Hessians are the mean X^T X of each linear layer's inputs, gathered with forward hooks (removed in a
 `finally`). The tied embedding also serves as the output head, so its "input" is the final norm's
-output: GPTQ on the embedding uses that Hessian (the "GPTQ embeddings" record, spec §4.4).
-Other lookup tables (BigramHash, value embeddings) have no input activations: they get the identity,
-under which GPTQ rounds each entry to nearest.
+output: GPTQ on the embedding uses that Hessian (the "GPTQ embeddings" of PR #1019's lineage).
+Other lookup tables (role `table`: BigramHash, value embeddings) have no input activations: they
+get the identity, under which GPTQ rounds each entry to nearest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from stages.config import QuantizeParams
-from stages.data import BOS_ID, TrainTokens, WindowSampler
-from stages.model import GPT
+from stages.artifacts import Artifact
+from stages.data.shards import (
+    BOS_ID,
+    ShardError,
+    TrainTokens,
+    WindowSampler,
+    load_train_tokens,
+    load_val_tokens,
+)
+from stages.device import resolve_device
+from stages.model.gpt import GPT, build_model
+from stages.quant.params import QuantizeParams
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,8 @@ def from_train_tokens(data: TrainTokens, params: QuantizeParams) -> Calibration:
 
 
 @torch.no_grad()
-def self_generated(model: GPT, params: QuantizeParams) -> Calibration:
+def self_generated(model: GPT, params: QuantizeParams,
+                   on_progress: Callable[[int], None] | None = None) -> Calibration:
     """Sequences sampled from the model itself, each starting from BOS like a document."""
     gen = torch.Generator().manual_seed(params.calib_seed)  # CPU sampling: same text on any device
     model.eval()
@@ -59,6 +70,8 @@ def self_generated(model: GPT, params: QuantizeParams) -> Calibration:
             nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen)
             seq = torch.cat([seq, nxt], dim=1)
         batches.append(seq)
+        if on_progress:
+            on_progress(1)
     return Calibration(batches, {
         "source": "self", "seed": params.calib_seed, "temperature": params.calib_temperature,
         "batches": params.calib_batches, "batch_seqs": params.calib_batch_seqs,
@@ -75,7 +88,8 @@ def _accumulate(store: dict, counts: dict, name: str) -> Callable[[torch.Tensor]
 
 
 @torch.no_grad()
-def collect_hessians(model: GPT, calib: Calibration) -> dict[str, torch.Tensor]:
+def collect_hessians(model: GPT, calib: Calibration,
+                     on_progress: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
     """Mean X^T X of the input of every linear weight, keyed by the weight's tensor name."""
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -85,23 +99,28 @@ def collect_hessians(model: GPT, calib: Calibration) -> dict[str, torch.Tensor]:
             if isinstance(module, nn.Linear):  # a linear layer's input
                 add = _accumulate(sums, counts, f"{name}.weight")
                 handles.append(module.register_forward_hook(lambda m, i, o, add=add: add(i[0])))
-        add = _accumulate(sums, counts, "tok_emb.weight")  # the tied head's input: final-norm output
+        add = _accumulate(sums, counts, model.HEAD_WEIGHT)  # the tied head's input: final norm's output
         handles.append(model.final_norm.register_forward_hook(lambda m, i, o, add=add: add(o)))
         model.eval()
         device = next(model.parameters()).device
         for batch in calib.batches:
             model(batch.to(device))
+            if on_progress:
+                on_progress(1)
     finally:
         for handle in handles:
             handle.remove()
     hessians = {name: (sums[name] / counts[name]).cpu() for name in sums}
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Embedding) and f"{name}.weight" not in hessians:
-            hessians[f"{name}.weight"] = torch.eye(module.embedding_dim)
+    params = dict(model.named_parameters())
+    for name, role in model.roles_by_name().items():
+        if role.kind == "table" and name not in hessians:  # no input activations: the identity
+            hessians[name] = torch.eye(params[name].size(1))
     return hessians
 
 
-def calibrate(checkpoint, source: str, params: QuantizeParams) -> tuple[dict[str, torch.Tensor], dict]:
+def calibrate(checkpoint: Artifact, source: str, params: QuantizeParams,
+              on_progress: Callable[[int], None] | None = None
+              ) -> tuple[dict[str, torch.Tensor], dict]:
     """Hessians of `checkpoint`'s layers on calibration tokens from `source`.
 
     Args:
@@ -109,20 +128,16 @@ def calibrate(checkpoint, source: str, params: QuantizeParams) -> tuple[dict[str
         source: 'self' (sample from the model) or a data directory, of which only the train shards
             are read; a path to a file (such as a validation shard) is refused.
         params: the `quantize` section (calibration sizes and seed).
+        on_progress: called with 1 per calibration batch forwarded (and per batch generated with
+            'self'): `calibration_steps` in all.
 
     Returns:
         The Hessians by weight name, and the calibration's provenance.
     """
-    from pathlib import Path
-
-    from stages.data import ShardError, load_train_tokens, load_val_tokens
-    from stages.device import resolve_device
-    from stages.model import build_model
-
     model = build_model(checkpoint.model_config, checkpoint.tensors,
                         device=resolve_device(params.device))
     if source == "self":
-        calib = self_generated(model, params)
+        calib = self_generated(model, params, on_progress)
     else:
         path = Path(source)
         if not path.is_dir():
@@ -137,4 +152,9 @@ def calibrate(checkpoint, source: str, params: QuantizeParams) -> tuple[dict[str
             raise ShardError(f"{path}: a train shard is identical to a validation shard; refusing "
                              f"to calibrate on it")
         calib = from_train_tokens(train, params)
-    return collect_hessians(model, calib), calib.provenance
+    return collect_hessians(model, calib, on_progress), calib.provenance
+
+
+def calibration_steps(source: str, params: QuantizeParams) -> int:
+    """How many times `calibrate` calls on_progress."""
+    return params.calib_batches * (2 if source == "self" else 1)

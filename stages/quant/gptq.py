@@ -1,4 +1,4 @@
-"""GPTQ (Frantar et al., 2022; the records' "full GPTQ", spec §4.4) as a rounding method.
+"""GPTQ (Frantar et al., 2022; the records' "full GPTQ") as a rounding method.
 
 Columns are quantized one at a time, and each column's rounding error is pushed onto the columns not
 yet quantized, weighted by the inverse Hessian of the layer's inputs, so the layer's *output* error
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from stages.quant import METHODS, QuantizeError
+from stages.quant.registry import METHODS, QuantizeError
 
 
 def _inverse_cholesky_upper(h: torch.Tensor, damp: float) -> torch.Tensor:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from stages.config import QuantizeParams
-from stages.quant import GRIDS, QuantizeError
+from stages.quant.params import QuantizeParams
+from stages.quant.registry import GRIDS, QuantizeError
 
 # torch.quantile refuses inputs above 2**24 elements; rows are processed in blocks below that.
 _QUANTILE_MAX_NUMEL = 1 << 24
@@ -25,7 +25,7 @@ def _row_quantile(a: torch.Tensor, q: float) -> torch.Tensor:
 
 
 def percentile_clip(w: torch.Tensor, params: QuantizeParams, **_context) -> torch.Tensor:
-    """The baseline's rule: clip each row at the `clip_percentile` quantile of its |w| (spec §4.1)."""
+    """The baseline's rule: clip each row at the `clip_percentile` quantile of its |w|."""
     return _row_quantile(w.abs().float(), params.clip_percentile / 100.0)
 
 
@@ -33,7 +33,7 @@ def mse_clip(w: torch.Tensor, params: QuantizeParams, *, qmax: int, **_context) 
     """One percentile per matrix: the candidate whose round-to-nearest error is smallest.
 
     One choice for the whole matrix, not per row: that is what the GPTQ-lite record actually did
-    (its README says per row; its code picks per matrix, spec §10.3).
+    (its README says per row; its code picks per matrix).
     """
     a = w.abs().float()
     best, best_err = None, float("inf")
@@ -48,7 +48,7 @@ def mse_clip(w: torch.Tensor, params: QuantizeParams, *, qmax: int, **_context) 
 
 def sdclip(w: torch.Tensor, params: QuantizeParams, *, group: str, **_context) -> torch.Tensor:
     """SDClip: clip = k * std(row), with k per tensor group. Raising k lowers the entropy of the
-    codes (and so the compressed size) smoothly, which makes k the knob for a byte budget (§4.5)."""
+    codes (and so the compressed size) smoothly, which makes k the knob for a byte budget."""
     return params.clip_sigmas_for(group) * w.float().std(dim=1, unbiased=False)
 
 

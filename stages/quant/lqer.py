@@ -1,4 +1,4 @@
-"""LQER: low-rank repair of the quantization error (the best record's last step, spec §4.6).
+"""LQER: low-rank repair of the quantization error (the best record's last step).
 
 For the matrices with the largest error E = W - dequant(Q), a rank-r SVD E ~ A B is stored beside
 the codes, with A = U_r S_r (rows x r) and B = V_r^T (r x cols). The factors are quantized as the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from stages.quant import METHODS
+from stages.quant.registry import METHODS
 
 
 def rtn(w: torch.Tensor, scale: torch.Tensor, qmax: int, **_context) -> torch.Tensor:

@@ -1,0 +1,12 @@
+"""Compression: `golf compress` (compress.py: `compress(payload, source, params)` -> blob, report).
+
+compress.py  the stage and CompressParams, the `compress` section
+blob.py      the `.golf` blob format, the codec registry, `read_artifact` (artifact or blob)
+generic.py   zstd, brotli and lzma, configured once
+ans.py       the `ans` codec: each tensor group's codes under its own histogram, with rANS
+spans.py     where the codes lie in a payload (typed spans from stages/tensorfile.py)
+layouts.py   reversible payload layouts: plain, shuffle, grouped, bitpack
+entropy.py   bytes per tensor group against the order-0 entropy (`compress --report`)
+
+Nothing here imports the quantizer: the codecs see a payload and its typed spans only.
+"""

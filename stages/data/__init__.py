@@ -1,0 +1,9 @@
+"""Data: `golf tokenize` (tokenize.py: `tokenize(corpus, params, out_dir)`) and the shard format.
+
+tokenize.py  corpus -> tokenizer + shards + manifest; TokenizeParams, the `tokenize` section
+corpus.py    document sources: stdlib-docs (embedded), .jsonl, folders of .txt
+shards.py    the official shard format; TrainTokens / ValTokens; the window sampler
+bpb.py       the byte table: bytes per token, and val_bpb
+
+Importing one module never imports the rest of the package (no re-exports).
+"""

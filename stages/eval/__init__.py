@@ -1,0 +1,11 @@
+"""Evaluation: `golf eval` (evaluate.py: `evaluate_path(model, data_dir, params)`) and `golf audit`.
+
+params.py    EvalParams, the `eval` section
+evaluate.py  load a model (checkpoint, quantized artifact or blob) and score the validation split
+scoring.py   windows (chunked, sliding, per document) and exact-once scoring
+ttt.py       score-first test-time training (global, per-document LoRA)
+audit.py     `golf audit`: the legality checks, run through the same scoring pass
+
+Nothing here imports GPTQ or calibration: quantized weights are read back with
+stages/quant/format.py. Importing one module never imports the rest of the package.
+"""

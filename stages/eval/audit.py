@@ -1,0 +1,362 @@
+"""`golf audit`: evidence that a score obeys the challenge's rules, checked by running the eval.
+
+Each check runs the same scoring pass (`evaluate.score_stream`, TTT included) that produces the
+reported number, on a short prefix of the validation stream so the whole audit takes seconds:
+
+1. causality - at sampled positions u, change token u; the distribution predicted for every target
+   t < u (the prediction of token u itself included: a scorer that peeks at its target fails here)
+   and the loss of every target t < u - 1 must not move. Under TTT this also catches training on a
+   chunk before scoring it: the early targets of the chunk would then depend on the changed token.
+2. normalisation - at the probed targets the full-vocabulary probabilities sum to 1 (within 1e-4),
+   and the committed loss is -log of that distribution at the target.
+3. score before update - the pass's event log (written by ScoredChunks and TTTTrainer) shows each
+   chunk scored once, every update using only targets already scored and committed, and no update
+   with the last chunk; every target of the prefix is scored exactly once.
+4. byte accounting - over the whole validation split, the byte total val_bpb divides by equals the
+   UTF-8 length of the validation text for a lossless tokenizer (manifest.json). For a normalising
+   tokenizer the table total, the decoded-text total and their difference are reported; a difference
+   is expected there and is not a failure.
+5. size - model bytes (the .golf blob; for another file its size, an upper bound) + counted code
+   bytes <= 16,000,000.
+6. provenance - every hash recorded in the artifact's provenance and parents (train shards,
+   calibration shards, the inputs of earlier stages, copied forward from stage to stage) is compared
+   with the hashes of DATA_DIR's validation shards: none may be one of them.
+7. document isolation - two parts:
+   - model: the input to the first block at a BOS must not depend on the token before it. This is
+     the property that a packed (VarLen-style) evaluation and training rely on, and the one a
+     SmearGate without its BOS mask breaks: it blends the previous document's last token into the
+     BOS. It has to be checked on the model because golf isolates documents by windows that start
+     at their BOS, so position 0 has no predecessor and an unmasked SmearGate cannot leak in this
+     eval; a perturbation test through the eval alone would pass and hide the defect.
+   - eval (with `eval.doc_isolated`, outside TTT, where updates carry earlier documents forward
+     legally): changing a token of one document must not move any loss of the next document.
+
+`audit` takes the scoring pass as an argument (`Evaluator`), so tests can hand it illegal variants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+
+from stages.budget import LIMIT_BYTES, code_bytes
+from stages.data.bpb import build_byte_table
+from stages.data.shards import BOS_ID, find_tokenizer, load_val_tokens
+from stages.eval.evaluate import LoadedModel, score_stream
+from stages.eval.params import EvalParams
+from stages.eval.scoring import Scores, stream_target_bytes
+from stages.model.gpt import build_model
+
+TOLERANCE = 1e-5  # the same computation on the same inputs: only a real dependence moves a score
+NORM_TOLERANCE = 1e-4
+
+# A scoring pass: token stream (int64, CPU) and probe targets -> what it committed.
+Evaluator = Callable[[torch.Tensor, frozenset[int]], Scores]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def default_evaluator(model: LoadedModel, params: EvalParams) -> Evaluator:
+    """The pass `golf eval` runs with these params."""
+    return lambda tokens, probes: score_stream(model, tokens, params, probes)
+
+
+def audit_params(params: EvalParams, n_targets: int) -> EvalParams:
+    """Params for the prefix: global TTT chunks shrunk so the prefix spans at least 4 chunks."""
+    if params.mode == "ttt" and params.ttt_lora_rank == 0:
+        return dataclasses.replace(params, ttt_chunk_tokens=min(params.ttt_chunk_tokens,
+                                                                max(1, n_targets // 4)))
+    return params
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1-3: behaviour of the scoring pass on a prefix
+# ---------------------------------------------------------------------------------------------------
+
+def _perturbation_sites(tokens: np.ndarray, samples: int, rng: np.random.Generator) -> list[int]:
+    """Distinct non-BOS positions spread over the prefix (never position 0 or 1)."""
+    candidates = [u for u in range(2, len(tokens)) if tokens[u] != BOS_ID]
+    picks = rng.choice(len(candidates), size=min(samples, len(candidates)), replace=False)
+    return sorted(candidates[i] for i in picks)
+
+
+def _replace_token(tokens: torch.Tensor, u: int, vocab: int, rng: np.random.Generator) -> torch.Tensor:
+    """A copy with token u replaced by another id that is not BOS (document structure unchanged)."""
+    new = int(tokens[u])
+    while new in (int(tokens[u]), BOS_ID):
+        new = int(rng.integers(0, vocab))
+    out = tokens.clone()
+    out[u] = new
+    return out
+
+
+def check_causality(evaluate: Evaluator, tokens: torch.Tensor, vocab: int, samples: int,
+                    rng: np.random.Generator) -> tuple[Check, Scores]:
+    sites = _perturbation_sites(tokens.numpy(), samples, rng)
+    probes = set()
+    for u in sites:
+        probes.update({u - 1, u - 2, int(rng.integers(0, u - 1))})
+    probes = frozenset(probes)
+    base = evaluate(tokens, probes)
+    worst, where = 0.0, ""
+    for u in sites:
+        moved = evaluate(_replace_token(tokens, u, vocab, rng), probes)
+        missing = sorted(probes - base.probes.keys() | probes - moved.probes.keys())
+        if missing:
+            return Check("causality", False, f"targets {missing[:5]} were never scored"), base
+        diffs = [(float(np.abs(base.probes[t] - moved.probes[t]).max()), f"distribution at {t}")
+                 for t in sorted(probes) if t < u]
+        if u - 1 > 0:
+            d = np.abs(base.nll[:u - 1] - moved.nll[:u - 1])
+            diffs.append((float(d.max()), f"loss at {int(d.argmax())}"))
+        for diff, what in diffs:
+            if diff > worst:
+                worst, where = diff, f"{what} moved by {diff:.3g} when token {u} changed"
+    passed = worst <= TOLERANCE
+    detail = (f"{len(sites)} changed tokens, {len(probes)} probed distributions and every earlier "
+              f"loss unchanged (max diff {worst:.1e})" if passed else where)
+    return Check("causality", passed, detail), base
+
+
+def check_normalisation(base: Scores, tokens: torch.Tensor) -> Check:
+    worst_sum, worst_nll = 0.0, 0.0
+    for t, row in base.probes.items():
+        worst_sum = max(worst_sum, abs(float(np.exp(row).sum()) - 1))
+        worst_nll = max(worst_nll, abs(-float(row[int(tokens[t + 1])]) - float(base.nll[t])))
+    passed = bool(base.probes) and worst_sum <= NORM_TOLERANCE and worst_nll <= NORM_TOLERANCE
+    return Check("normalisation", passed,
+                 f"{len(base.probes)} distributions: |sum p - 1| <= {worst_sum:.1e}, "
+                 f"|loss - (-log p[target])| <= {worst_nll:.1e}")
+
+
+def check_score_before_update(base: Scores) -> Check:
+    if not (base.counts == 1).all():
+        bad = int(np.flatnonzero(base.counts != 1)[0])
+        return Check("score before update", False,
+                     f"target {bad} scored {int(base.counts[bad])} times (must be exactly once)")
+    scored = np.zeros(len(base.counts), dtype=bool)
+    seen: set[int] = set()
+    updated: set[int] = set()
+    for event in base.events:
+        kind, chunk = event[0], event[1]
+        if kind == "score":
+            if chunk in seen:
+                return Check("score before update", False, f"chunk {chunk} scored twice")
+            seen.add(chunk)
+            for lo, hi in event[2]:
+                scored[lo:hi] = True
+        elif kind == "update":
+            lo, hi = event[2]
+            if not scored[lo:hi].all():
+                first = lo + int(np.flatnonzero(~scored[lo:hi])[0])
+                return Check("score before update", False,
+                             f"update with chunk {chunk} used target {first} before it was scored")
+            updated.add(chunk)
+    if not base.events:
+        return Check("score before update", True,
+                     f"no updates; all {len(base.counts)} targets scored exactly once")
+    last = max(seen)
+    if last in updated:
+        return Check("score before update", False, f"the last chunk ({last}) was trained on")
+    n_updates = sum(1 for e in base.events if e[0] == "update")
+    return Check("score before update", True,
+                 f"{len(seen)} chunks each scored once, {n_updates} updates on scored targets only, "
+                 f"last chunk not trained on; all {len(base.counts)} targets scored exactly once")
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4-6: the numbers and records behind the score
+# ---------------------------------------------------------------------------------------------------
+
+def _documents(stream: np.ndarray) -> Iterator[np.ndarray]:
+    """The stream cut before each BOS."""
+    cuts = np.flatnonzero(stream == BOS_ID)
+    bounds = [0, *[int(c) for c in cuts if c > 0], len(stream)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        yield stream[a:b]
+
+
+def check_bytes(stream: np.ndarray, sp: spm.SentencePieceProcessor, data_dir: Path) -> Check:
+    table_total = int(stream_target_bytes(torch.from_numpy(stream), build_byte_table(sp)).sum())
+    decoded = sum(len(sp.decode([int(i) for i in d if i != BOS_ID]).encode("utf-8"))
+                  for d in _documents(stream))
+    manifest_path = data_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    if manifest is None:
+        return Check("byte accounting", True,
+                     f"byte table {table_total:,}, decoded text {decoded:,} "
+                     f"(difference {table_total - decoded:+,}); no manifest.json with the raw text "
+                     f"length, so nothing to hold the table to (not a failure)")
+    text = int(manifest["val"]["text_bytes"])
+    if manifest.get("tokenizer", {}).get("lossless", False):
+        return Check("byte accounting", table_total == text,
+                     f"byte table {table_total:,} vs validation text {text:,} bytes (lossless "
+                     f"tokenizer: must be equal)")
+    return Check("byte accounting", True,
+                 f"normalising tokenizer: byte table {table_total:,}, decoded text {decoded:,}, "
+                 f"raw text {text:,} (table - raw {table_total - text:+,}); the table counts the "
+                 f"normalised text, so a difference is expected and not a failure by itself")
+
+
+def check_size(model: LoadedModel) -> Check:
+    model_bytes = int(model.info["file_bytes"])
+    code = code_bytes()
+    total = model_bytes + code
+    what = "blob" if "blob_codec" in model.info else "file (not a blob: an upper bound)"
+    return Check("size", total <= LIMIT_BYTES,
+                 f"model {what} {model_bytes:,} + code {code:,} = {total:,} / {LIMIT_BYTES:,}")
+
+
+def _recorded_hashes(value, path: str) -> Iterator[tuple[str, str]]:
+    """(path, hash) of every "sha256:..." string inside a JSON-like value."""
+    if isinstance(value, str) and value.startswith("sha256:"):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _recorded_hashes(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _recorded_hashes(v, f"{path}[{i}]")
+
+
+def check_provenance(model: LoadedModel, val_hashes: tuple[str, ...]) -> Check:
+    art = model.artifact
+    recorded = [*_recorded_hashes(art.provenance, "provenance"),
+                *_recorded_hashes(art.parents, "parents")]
+    hits = [p for p, h in recorded if h in set(val_hashes)]
+    if hits:
+        return Check("provenance", False, f"validation shard recorded as an input: {', '.join(hits)}")
+    train = len(art.provenance.get("train_shards", []))
+    calib = art.provenance.get("calibration", {}).get("source", "none")
+    return Check("provenance", True,
+                 f"{len(recorded)} recorded hashes ({train} train shards, calibration: {calib}), "
+                 f"none of the {len(val_hashes)} validation shards")
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7: documents stay apart
+# ---------------------------------------------------------------------------------------------------
+
+def _first_block_input(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    seen = []
+    handle = net.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    try:
+        with torch.inference_mode():
+            net(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def _first_boundary(stream: np.ndarray) -> int | None:
+    """Index of the first BOS that has at least two tokens before it, if any."""
+    found = [int(b) for b in np.flatnonzero(stream[2:] == BOS_ID) + 2]
+    return found[0] if found else None
+
+
+def _model_boundary(model: LoadedModel, stream: np.ndarray, b: int,
+                    rng: np.random.Generator) -> tuple[bool, str]:
+    lo, hi = max(0, b - 32), min(len(stream), b + 32)
+    x = torch.from_numpy(stream[lo:hi].copy())
+    moved = _replace_token(x, b - 1 - lo, model.config.vocab_size, rng)
+    net = build_model(model.config, model.state).eval()
+    diff = (_first_block_input(net, x[None]) - _first_block_input(net, moved[None]))[0, b - lo:]
+    diff = float(diff.abs().max())
+    if diff > TOLERANCE:
+        return False, (f"model: the input to the first block at the BOS at {b} depends on the "
+                       f"previous document's last token (diff {diff:.3g}): something before "
+                       f"attention, e.g. a SmearGate without its BOS mask, crosses documents")
+    return True, "model: first-block input at a BOS independent of the previous document"
+
+
+def _eval_boundary(evaluate: Evaluator, stream: np.ndarray, b: int, seq_len: int, vocab: int,
+                   rng: np.random.Generator) -> tuple[bool, str]:
+    """Score an excerpt holding the end of one document and the start of the next, twice."""
+    bos = np.flatnonzero(stream == BOS_ID)
+    a = max([int(p) for p in bos if p < b] + [b - seq_len, 0])
+    end = min([int(p) for p in bos if p > b] + [b + seq_len, len(stream) - 1])
+    excerpt = torch.from_numpy(stream[a:end + 1].copy())
+    u = int(rng.integers(1, b - a))
+    base = evaluate(excerpt, frozenset())
+    moved = evaluate(_replace_token(excerpt, u, vocab, rng), frozenset())
+    diff = float(np.abs(base.nll[b - a:end - a] - moved.nll[b - a:end - a]).max())
+    if diff > TOLERANCE:
+        return False, (f"eval: changing token {a + u} of one document moved a loss of the next "
+                       f"document (at {b}) by {diff:.3g}")
+    return True, f"eval: losses of the document at {b} unchanged by its predecessor"
+
+
+def check_isolation(model: LoadedModel, params: EvalParams, evaluate: Evaluator,
+                    stream: np.ndarray, rng: np.random.Generator) -> Check:
+    b = _first_boundary(stream)
+    if b is None:
+        return Check("document isolation", True, "no document boundary in the validation split")
+    results = [_model_boundary(model, stream, b, rng)]
+    if params.doc_isolated and params.mode != "ttt":
+        results.append(_eval_boundary(evaluate, stream, b, params.seq_len,
+                                      model.config.vocab_size, rng))
+    else:
+        results.append((True, "eval: documents share context in this mode (isolation not claimed)"))
+    return Check("document isolation", all(ok for ok, _ in results),
+                 "; ".join(text for _, text in results))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The audit
+# ---------------------------------------------------------------------------------------------------
+
+def audit(model: LoadedModel, data_dir: str | Path, params: EvalParams, *,
+          evaluator: Evaluator | None = None, prefix_tokens: int = 0, samples: int = 4,
+          seed: int = 0) -> list[Check]:
+    """Run every check; `evaluator` defaults to the pass `golf eval` runs with `params`.
+
+    `prefix_tokens` (0 = 4 x seq_len) is the length of the validation prefix the behavioural checks
+    run on; `samples` is how many tokens the causality check changes.
+    """
+    data_dir = Path(data_dir)
+    sp = spm.SentencePieceProcessor(model_file=str(find_tokenizer(data_dir)))
+    val = load_val_tokens(data_dir)
+    stream = val.concatenated().astype(np.int64)
+    n = min(len(stream), (prefix_tokens or 4 * params.seq_len) + 1)
+    tokens = torch.from_numpy(stream[:n].copy())
+    params = audit_params(params, n - 1)
+    evaluate = evaluator or default_evaluator(model, params)
+    rng = np.random.default_rng(seed)
+    causality, base = check_causality(evaluate, tokens, model.config.vocab_size, samples, rng)
+    scope = f" on the first {n - 1:,} validation targets"
+    if params.mode == "ttt" and params.ttt_lora_rank == 0:
+        scope += f", ttt_chunk_tokens {params.ttt_chunk_tokens} so that TTT updates happen there"
+    causality = dataclasses.replace(causality, detail=causality.detail + scope)
+    return [
+        causality,
+        check_normalisation(base, tokens),
+        check_score_before_update(base),
+        check_bytes(stream, sp, data_dir),
+        check_size(model),
+        check_provenance(model, val.shard_hashes),
+        check_isolation(model, params, evaluate, stream, rng),
+    ]
+
+
+def report(checks: list[Check], params: EvalParams) -> dict:
+    """The JSON written by `golf audit --json`."""
+    return {"passed": all(c.passed for c in checks), "mode": params.mode,
+            "checks": [dataclasses.asdict(c) for c in checks]}
+
+
+def format_checks(checks: list[Check]) -> list[str]:
+    """One line per check: name, PASS/FAIL, detail."""
+    width = max(len(c.name) for c in checks)
+    return [f"  {c.name:<{width}}  {'PASS' if c.passed else 'FAIL'}  {c.detail}" for c in checks]
