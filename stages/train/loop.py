@@ -40,6 +40,7 @@ from torch import nn
 
 from stages.artifacts import Artifact
 from stages.data.shards import TrainTokens, WindowSampler
+from stages.device import native_bf16
 from stages.errors import GolfError
 from stages.model.config import ModelConfig
 from stages.model.gpt import build_model
@@ -102,9 +103,14 @@ class TrainClock:
             self.start += time.perf_counter() - t0
 
 
+def uses_bf16(setting: str, device: torch.device) -> bool:
+    """train.autocast: 'auto' is bf16 where bf16 matmuls are native (CUDA, and CPUs with
+    AVX512-BF16 or AMX, where they are ~2x fp32), fp32 elsewhere."""
+    return setting == "bf16" or (setting == "auto" and native_bf16(device))
+
+
 def autocast_context(setting: str, device: torch.device):
-    """bf16 autocast: on CUDA always with 'auto'; on CPU too, where bf16 matmuls are ~2.5x fp32."""
-    if setting == "off":
+    if not uses_bf16(setting, device):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -364,6 +370,8 @@ def run_metrics(run: RunState, model: nn.Module, params: TrainParams, device: to
         "final_train_loss": round(sum(run.recent) / max(len(run.recent), 1), 5),
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": device.type,
+        "autocast": "bf16" if uses_bf16(params.autocast, device) else "off",
+        "newton_schulz_dtype": "bf16" if native_bf16(device) else "fp32",
         "stopped_by": "max_steps" if run.step >= params.max_steps else "max_wallclock_seconds",
     }
     if params.qat_bits:

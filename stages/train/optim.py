@@ -4,7 +4,8 @@ Parameters are routed by their role (stages/model/roles.py): matrices to Muon, l
 embedding first) to AdamW at `embed_lr`, controls (scales, gates, mixes) to AdamW at `scalar_lr`:
 
 - Muon: Nesterov momentum; optionally MuonEq-R (each row of the update divided by its L2 norm,
-  `train.muon_row_normalize`); orthogonalisation by a quintic Newton-Schulz iteration in bf16 with
+  `train.muon_row_normalize`); orthogonalisation by a quintic Newton-Schulz iteration (in bf16 as
+  the records run it, where bf16 is native; in fp32 on CPUs that only emulate bf16) with
   either the classic coefficients (3.4445, -4.7750, 2.0315) or the five per-iteration Polar-Express
   tuples (`train.muon_ns`); scaling by sqrt(max(1, rows/cols)); decoupled weight decay
   `W <- W * (1 - lr_t * train.muon_wd)` before the update.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stages.device import native_bf16
 from stages.model.roles import role_map
 from stages.train.params import TrainParams
 
@@ -44,10 +46,13 @@ def ns_coefficients(variant: str, steps: int) -> list[tuple[float, float, float]
     raise ValueError(f"unknown Newton-Schulz variant {variant!r}")
 
 
-def newton_schulz(g: torch.Tensor, steps: int, eps: float = 1e-7,
-                  variant: str = "classic") -> torch.Tensor:
+NS_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def newton_schulz(g: torch.Tensor, steps: int, eps: float = 1e-7, variant: str = "classic",
+                  dtype: str = "bf16") -> torch.Tensor:
     """Approximately orthogonalise a 2-D matrix (the nearest semi-orthogonal matrix, roughly)."""
-    x = g.bfloat16()
+    x = g.to(NS_DTYPES[dtype])
     transposed = x.size(0) > x.size(1)
     if transposed:
         x = x.T
@@ -67,10 +72,11 @@ class Muon(torch.optim.Optimizer):
     """Muon for 2-D matrices; see the module docstring for the update."""
 
     def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
-                 ns: str = "classic", row_normalize: bool = False, weight_decay: float = 0.0):
+                 ns: str = "classic", row_normalize: bool = False, weight_decay: float = 0.0,
+                 ns_dtype: str = "bf16"):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
                                       nesterov=nesterov, ns=ns, row_normalize=row_normalize,
-                                      weight_decay=weight_decay))
+                                      weight_decay=weight_decay, ns_dtype=ns_dtype))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -87,7 +93,8 @@ class Muon(torch.optim.Optimizer):
                 g = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
                 if group["row_normalize"]:
                     g = row_normalize(g)
-                update = newton_schulz(g, group["backend_steps"], variant=group["ns"])
+                update = newton_schulz(g, group["backend_steps"], variant=group["ns"],
+                                       dtype=group.get("ns_dtype", "bf16"))
                 update *= max(1.0, p.size(0) / p.size(1)) ** 0.5
                 if group["weight_decay"] > 0:  # skipped at 0 so the baseline stays bit-identical
                     p.mul_(1.0 - group["lr"] * group["weight_decay"])
@@ -117,9 +124,11 @@ def build_optimizers(model: nn.Module, params: TrainParams) -> list[torch.optim.
          {"params": groups["scalar"], "lr": params.scalar_lr, "base_lr": params.scalar_lr,
           "weight_decay": params.scalar_wd}],
         betas=(params.adam_beta1, params.adam_beta2), eps=params.adam_eps)
+    device = next(model.parameters()).device
     muon = Muon(groups["matrix"], lr=params.matrix_lr, momentum=params.muon_momentum,
                 backend_steps=params.muon_backend_steps, ns=params.muon_ns,
-                row_normalize=params.muon_row_normalize, weight_decay=params.muon_wd)
+                row_normalize=params.muon_row_normalize, weight_decay=params.muon_wd,
+                ns_dtype="bf16" if native_bf16(device) else "fp32")
     for g in muon.param_groups:
         g["base_lr"] = params.matrix_lr
     return [adam, muon]

@@ -71,7 +71,8 @@ class TrainParams:
         0, "write resumable state to RUN_DIR/resume/ every N steps, for --resume; 0 = off")
     device: Device = param("auto", "where to train: auto = CUDA when present")
     autocast: Annotated[Literal["auto", "bf16", "off"], OnOff("bf16")] = param(
-        "auto", "bf16 autocast of the forward pass: auto = bf16 (CUDA and CPU alike), off = fp32")
+        "auto", "bf16 autocast of the forward pass: auto = bf16 where bf16 matmuls are native "
+                "(CUDA; CPUs with AVX512-BF16 or AMX), fp32 elsewhere; off = fp32")
     compile: Annotated[Literal["auto", "on", "off"], OnOff("on")] = param(
         "auto", "torch.compile the loss: auto = on with CUDA, off on CPU (a cold CPU compile "
                 "costs more than it saves on short runs)")

@@ -155,3 +155,22 @@ def test_wallclock_schedule_needs_a_wallclock_cap():
         TrainParams(schedule="wallclock", max_wallclock_seconds=0)
     with pytest.raises(ConfigError, match="train.muon_ns must be one of"):
         TrainParams(muon_ns="fast")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_newton_schulz_runs_in_bf16_only_where_bf16_is_native(native, monkeypatch):
+    """On a CPU that emulates bf16 (a matmul ~70x slower than fp32) Muon orthogonalises in fp32;
+    where bf16 is native it keeps the records' bf16 iteration."""
+    from stages.train import optim
+
+    monkeypatch.setattr(optim, "native_bf16", lambda device: native)
+    model = build_model(ModelConfig(**TINY_MODEL))
+    muon = build_optimizers(model, TrainParams())[1]
+    assert {g["ns_dtype"] for g in muon.param_groups} == {"bf16" if native else "fp32"}
+    seen = []
+    monkeypatch.setattr(optim, "newton_schulz", lambda g, *a, **kw: seen.append(kw["dtype"]) or g)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    muon.step()
+    assert seen and set(seen) == {"bf16" if native else "fp32"}
+
