@@ -16,12 +16,21 @@ from stages.errors import GolfError
 COMMANDS = {
     "tokenize": "tokenize", "train": "train", "average": "average", "quantize": "quantize",
     "compress": "compress", "eval": "eval", "audit": "audit", "compare": "compare",
-    "inspect": "inspect", "import": "import_", "params": "params",
+    "inspect": "inspect", "import": "import_", "params": "params", "submission": "submission",
 }
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error (exit status 2) shown as one line, like every other error."""
+
+    def show(self, file=None) -> None:
+        where = f" (see `{self.ctx.command_path} --help`)" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{where}", err=True)
+
+
 class GolfGroup(click.Group):
-    """Loads commands on demand and turns library errors into one-line messages, exit status 1."""
+    """Loads commands on demand and turns library errors into one-line messages, exit status 1
+    (usage errors: one line too, exit status 2)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -34,11 +43,17 @@ class GolfGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as e:
+            raise OneLineUsageError(e.format_message(), e.ctx) from None
         except GolfError as e:
             raise click.ClickException(str(e)) from None
         except OSError as e:
             name = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{name}{e.strerror or e}") from None
+        except MemoryError:
+            raise click.ClickException("out of memory (lower the sizes in the params)") from None
 
 
 @click.group(cls=GolfGroup, context_settings=CONTEXT)

@@ -42,7 +42,7 @@ def params_epilog(classes: dict[str, type]) -> str:
     sections = ", ".join(classes)
     return (f"Params: the {sections} section(s) of PARAMS (./params.yaml when present, else "
             f"built-in defaults; the command's last line says which).\n\n" + "\n\n".join(parts)
-            + f"\n\nTypes, defaults and help of every key: golf params {' '.join(classes)}")
+            + f"\n\n\b\nTypes, defaults and help of every key:\n  golf params {' '.join(classes)}")
 
 
 class LazyBar:

@@ -1,7 +1,9 @@
 """A command's sections of the params file, with `--set key=value` overrides applied.
 
 With no `--params FILE`, `./params.yaml` is used when it exists (DVC's convention), else every
-section takes its built-in defaults, which are the full-scale baseline; commands say which they used.
+section takes its built-in defaults, which are the full-scale baseline; commands say which they used,
+in their last line, and before any work starts when a section they read falls back to the defaults
+(a params file without a `model:` section would otherwise train the full-scale model unannounced).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
-from stages.params import ConfigError, build
+from stages.params import ConfigError, build, did_you_mean
 
 DEFAULT_PARAMS = Path("params.yaml")
 # Every section a params file may hold (`golf params` lists their keys); a typo'd section name is
@@ -64,9 +67,23 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a mapping of sections")
     unknown = sorted(str(k) for k in raw if k not in KNOWN_SECTIONS)
     if unknown:
-        raise ConfigError(f"{path}: unknown section {unknown[0]!r} (known: "
+        raise ConfigError(f"{path}: unknown section {unknown[0]!r}"
+                          f"{did_you_mean(unknown[0], KNOWN_SECTIONS)} (known: "
                           f"{', '.join(KNOWN_SECTIONS)})")
     return raw
+
+
+def fallback_notice(params_file: Path | None, sections: tuple[str, ...]) -> str | None:
+    """One line naming the sections that take golf's built-in defaults, or None."""
+    path = params_path(params_file)
+    raw = _read_file(path, params_file is not None) if path is not None else {}
+    missing = [s for s in sections if raw.get(s) is None]
+    if not missing:
+        return None
+    where = f"{path} has no {', '.join(missing)} section" if path is not None else \
+        "no ./params.yaml"
+    return (f"params: {where}: golf's built-in defaults for {', '.join(missing)} (the full-scale "
+            f"baseline; `golf params {' '.join(missing)}` lists them)")
 
 
 def read_sections(params_file: Path | None, sections: tuple[str, ...],
@@ -80,7 +97,7 @@ def read_sections(params_file: Path | None, sections: tuple[str, ...],
     raw = _read_file(path, params_file is not None) if path is not None else {}
     values = {}
     for s in sections:
-        section = raw.get(s) or {}
+        section = {} if raw.get(s) is None else raw[s]
         if not isinstance(section, dict):
             raise ConfigError(f"params section {s!r} must be a mapping, got {section!r}")
         values[s] = dict(section)
@@ -95,4 +112,8 @@ def load_params(params_file: Path | None, classes: dict[str, type],
     """Each section's params dataclass (`classes`: section name -> class; the first is the
     command's own section, which bare `--set` keys belong to)."""
     values = read_sections(params_file, tuple(classes), overrides)
-    return {s: build(cls, values[s]) for s, cls in classes.items()}
+    built = {s: build(cls, values[s]) for s, cls in classes.items()}
+    notice = fallback_notice(params_file, tuple(classes))
+    if notice:
+        click.echo(notice, err=True)
+    return built

@@ -8,7 +8,9 @@ every instance, however it is made, runs `validate` first thing in its `__post_i
   `Annotated[T, Range(...)]` (bounds);
 - a value of the wrong type, out of bounds or not among the choices is a one-line `ConfigError`
   naming the key the way the user writes it (`train.warmdown_frac must be in [0, 1], got 1.3`);
-- unknown keys are errors, and a key listed in the class's `RENAMED` says what to write instead;
+- NaN and infinity are refused in every number;
+- unknown keys are errors that name the closest known key, and a key listed in the class's
+  `RENAMED` says what to write instead;
 - checks between fields stay in the dataclass's own `__post_init__`.
 
 Each field's help text lives in its metadata (`param(default, help)`), so `golf params` and every
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -120,6 +124,8 @@ def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if tp is str:
@@ -187,8 +193,15 @@ def build(cls: type, values: dict[str, Any] | None) -> Any:
         if key in renamed:
             raise ConfigError(f"{section}.{key} is gone: {renamed[key]}")
         if key not in names:
-            raise ConfigError(f"unknown key {section}.{key} (known: {', '.join(sorted(names))})")
+            raise ConfigError(f"unknown key {section}.{key}{did_you_mean(str(key), names)} "
+                              f"(known: {', '.join(sorted(names))})")
     return cls(**values)
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean X?)' for the closest of `choices`, or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 META_KEY = "golf"  # the one metadata key of a golf artifact
 QUANT_SUFFIX = ".q"  # a quantized tensor `name` is stored as `name.q` (codes) and `name.scale`
 SCALE_SUFFIX = ".scale"
+# Optional low-rank repair of a quantized matrix `name`: `name.lqer_a`, `name.lqer_a_scale`, ...
+LQER_FACTORS = ("lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale")
 FP16_MIN_NORMAL = 2.0**-14  # the floor of a row's scale (an all-zero row would divide by zero)
 _LEN_BYTES = 8
 

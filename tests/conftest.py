@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,6 @@ from stages import artifacts
 from stages.data.corpus import Corpus, load_corpus
 from stages.data.shards import load_train_tokens
 from stages.data.tokenize import TokenizeParams, tokenize
-from stages.files import sha256_file
 from stages.model.config import ModelConfig
 from stages.quant.params import QuantizeParams
 from stages.quant.quantize import quantize
@@ -108,8 +108,57 @@ def run_train(data_dir, *, model=None, hooks=None, resume_dir=None, resume=False
                  provenance={}, hooks=hooks, resume_dir=resume_dir, resume=resume)
 
 
+TRICKS = ("header", "appended", "shifted")
+
+
+def tampered_data(data_dir: Path, dest: Path, trick: str) -> Path:
+    """A copy of `data_dir` whose train split holds its validation tokens, hidden by `trick`: the
+    validation shard with an ignored header word changed (another file hash) as an extra train
+    shard, the validation tokens appended to the train shard, or val[1:] as an extra shard."""
+    import numpy as np
+
+    from stages.data.shards import read_shard, write_shard
+
+    shutil.copytree(data_dir, dest)
+    val = np.asarray(read_shard(dest / "val_000000.bin"))
+    train = np.asarray(read_shard(dest / "train_000000.bin"))
+    if trick == "header":
+        raw = bytearray((dest / "val_000000.bin").read_bytes())
+        raw[40] ^= 1  # header word 10: unused
+        (dest / "train_000001.bin").write_bytes(bytes(raw))
+    elif trick == "appended":
+        write_shard(dest / "train_000000.bin", np.concatenate([train, val]))
+    else:
+        write_shard(dest / "train_000001.bin", val[1:])
+    return dest
+
+
 def same_tensors(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+_BUNDLES: dict[str, object] = {}
+
+
+@pytest.fixture
+def cached_bundles(monkeypatch):
+    """compress and audit measure the train_gpt.py their params would ship, which takes seconds;
+    in tests of something else (writes, malformed inputs) it is built once per params."""
+    import importlib
+
+    for name in ("golfcli.commands.compress", "golfcli.commands.audit"):
+        module = importlib.import_module(name)
+        real = getattr(module, "build_bundle", None)
+        if real is None:
+            continue
+
+        def cached(*args, real=real, **kwargs):
+            key = repr((args, sorted(kwargs.items())))
+            if key not in _BUNDLES:
+                _BUNDLES[key] = real(*args, **kwargs)
+            return _BUNDLES[key]
+
+        monkeypatch.setattr(module, "build_bundle", cached)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,11 +192,12 @@ def data_dir(tmp_path_factory, small_docs):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, data_dir):
     """Final and EMA checkpoints of a 30-step tiny training run, saved to disk."""
+    from stages.train.inputs import train_inputs
+
     run = tmp_path_factory.mktemp("run")
-    tok_sha = sha256_file(data_dir / "tokenizer.model")
-    result = train(load_train_tokens(data_dir), ModelConfig(**TINY_MODEL),
-                   TrainParams(**TINY_TRAIN), parents={"data": "sha256:test"},
-                   provenance={"tokenizer_sha256": tok_sha})
+    inputs = train_inputs(data_dir, data_dir / "tokenizer.model", ModelConfig(**TINY_MODEL))
+    result = train(inputs.data, inputs.model_config, TrainParams(**TINY_TRAIN),
+                   parents={"data": "sha256:test"}, provenance=inputs.provenance)
     artifacts.save(result.final, run / "final.safetensors")
     artifacts.save(result.ema, run / "ema.safetensors")
     return run, result

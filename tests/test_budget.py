@@ -1,53 +1,18 @@
-"""The 16,000,000-byte budget: what code counts, the size report, and the clip-multiplier search."""
-
-import os
+"""The 16,000,000-byte budget: the size report and the clip-multiplier search."""
 
 import pytest
 
-from stages.budget import (
-    LIMIT_BYTES,
-    BudgetError,
-    code_bytes,
-    code_files,
-    search_clip_multiplier,
-    size_report,
-)
+from stages.budget import LIMIT_BYTES, BudgetError, search_clip_multiplier, size_report
 from stages.errors import GolfError
-from tests.conftest import ROOT
-
-
-def _python_files(root):
-    found = set()
-    for package in ("stages", "golfcli"):
-        for folder, dirs, files in os.walk(root / package):
-            dirs[:] = [d for d in dirs if d != "__pycache__"]
-            found.update(os.path.join(folder, f) for f in files if f.endswith(".py"))
-    return found
-
-
-def test_counted_code_is_every_python_file_of_the_library_and_the_cli():
-    assert {str(p) for p in code_files()} == _python_files(ROOT)
-    assert code_bytes() == sum(os.path.getsize(p) for p in _python_files(ROOT))
-
-
-def test_code_files_skip_caches_and_other_folders(tmp_path):
-    for name in ("stages/a.py", "stages/sub/b.py", "golfcli/c.py", "stages/__pycache__/d.py",
-                 "tests/e.py", "stages/notes.txt"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("x = 1\n")
-    assert {p.relative_to(tmp_path).as_posix() for p in code_files(tmp_path)} == \
-        {"stages/a.py", "stages/sub/b.py", "golfcli/c.py"}
-    assert code_bytes(tmp_path) == 3 * len("x = 1\n")
 
 
 def test_size_report_counts_the_model_and_the_code():
-    code = code_bytes()
-    at_limit = size_report(LIMIT_BYTES - code)
+    at_limit = size_report(LIMIT_BYTES - 30_000, 30_000)
     assert at_limit["total_bytes"] == LIMIT_BYTES and at_limit["fits"]
-    assert at_limit["headroom_bytes"] == 0 and at_limit["code_files"] == len(code_files())
-    over = size_report(LIMIT_BYTES - code + 1)
+    assert at_limit["headroom_bytes"] == 0
+    over = size_report(LIMIT_BYTES - 30_000 + 1, 30_000)
     assert not over["fits"] and over["headroom_bytes"] == -1
-    assert size_report(10, limit_bytes=code + 10)["fits"]
+    assert size_report(10, 5, limit_bytes=15)["fits"] and not size_report(10, 6, 15)["fits"]
 
 
 def _bytes_at(multiplier):  # wider clips, fewer bytes

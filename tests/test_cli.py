@@ -9,15 +9,16 @@ from click.testing import CliRunner
 
 from golfcli.commands.params import CLASSES
 from golfcli.main import cli
-from stages.budget import code_bytes
 from stages.files import sha256_file
 
 COMMANDS = ("tokenize", "train", "average", "quantize", "compress", "eval", "audit", "compare",
-            "inspect", "import", "params")
+            "inspect", "import", "params", "submission")
 # The params sections each stage command reads (its own first).
+# The sections a train_gpt.py freezes: compress and audit read them all to measure it.
+RUN = ("model", "train", "average", "quantize")
 STAGE_SECTIONS = {"tokenize": ("tokenize",), "train": ("train", "model"), "average": ("average",),
-                  "quantize": ("quantize",), "compress": ("compress",), "eval": ("eval",),
-                  "audit": ("eval",)}
+                  "quantize": ("quantize",), "compress": ("compress", *RUN, "eval"),
+                  "eval": ("eval",), "audit": ("eval", *RUN, "compress")}
 
 TINY_PARAMS = """
 model: {vocab_size: 400, num_layers: 2, model_dim: 64, num_heads: 4, num_kv_heads: 2}
@@ -89,17 +90,19 @@ def test_every_stage_ends_with_where_its_params_came_from(pipeline, tmp_path, mo
     r = golf("compress", d / "q.safetensors", "--out", tmp_path / "m.golf", "--set", "level=3")
     assert r.exit_code == 0, r.output
     assert r.output.strip().splitlines()[-1] == \
-        "params: built-in defaults (no ./params.yaml) [compress]"
+        f"params: built-in defaults (no ./params.yaml) [{', '.join(STAGE_SECTIONS['compress'])}]"
     (tmp_path / "params.yaml").write_text("compress: {level: 2}\n")  # DVC's convention
     r = golf("compress", d / "q.safetensors", "--out", tmp_path / "m.golf")
-    assert r.output.strip().splitlines()[-1] == "params: params.yaml [compress]"
+    assert r.output.strip().splitlines()[-1] == \
+        f"params: params.yaml [{', '.join(STAGE_SECTIONS['compress'])}]"
     assert "zstd-2 " in r.output
 
 
 def test_pipeline_through_the_cli(pipeline):
     d, _, out = pipeline
     assert {p.name for p in (d / "run").iterdir()} == {"final.safetensors", "ema.safetensors",
-                                                      "train_metrics.json", "live", "swa"}
+                                                      "train.log", "train_metrics.json", "live",
+                                                      "swa"}
     metrics = json.loads((d / "metrics.json").read_text())
     manifest = json.loads((d / "data/manifest.json").read_text())
     assert metrics["bytes"] == manifest["val"]["text_bytes"] and metrics["val_bpb"] > 0
@@ -247,9 +250,19 @@ def test_gptq_calibration_through_the_cli(pipeline):
     assert info["provenance"]["calibration"]["source"] == "self"
 
 
+def _counted_code(params) -> int:
+    """The bytes of the train_gpt.py a submission of `params` would ship."""
+    from golfcli.params import load_params
+    from stages.submit.bundle import build_bundle, run_params
+    from stages.submit.entry import SECTIONS
+
+    return len(build_bundle(run_params(load_params(params, SECTIONS))).source)
+
+
 def test_target_bytes_through_the_cli(pipeline):
     d, params, _ = pipeline
-    target = code_bytes() + int(0.8 * (d / "m.golf").stat().st_size)
+    code = _counted_code(params)
+    target = code + int(0.8 * (d / "m.golf").stat().st_size)
     r = golf("quantize", d / "avg.safetensors", "--out", d / "t.safetensors", "--params", params,
              "--target-bytes", target, "--codec", "zstd")
     assert r.exit_code == 0, r.output
@@ -257,4 +270,4 @@ def test_target_bytes_through_the_cli(pipeline):
     r = golf("compress", d / "t.safetensors", "--out", d / "t.golf", "--params", params,
              "--set", "level=null")
     assert r.exit_code == 0
-    assert (d / "t.golf").stat().st_size + code_bytes() <= target
+    assert (d / "t.golf").stat().st_size + code <= target

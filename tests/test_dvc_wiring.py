@@ -13,11 +13,15 @@ import yaml
 from tests.import_graph import ROOT, collapse, command_closure, stage_argv
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# compress, audit and submission also read every section a train_gpt.py freezes: its size is the
+# counted code.
+RUN = ["model", "train", "average", "quantize"]
 SECTIONS_READ = {"tokenize": ["tokenize"], "train": ["model", "train"], "average": ["average"],
-                 "quantize": ["quantize"], "compress": ["compress"], "eval": ["eval"],
-                 "audit": ["eval"]}
-# These count every code file toward the size limit, so they depend on the whole code tree.
-WHOLE_TREE = ("compress", "audit")
+                 "quantize": ["quantize"], "compress": ["compress", *RUN, "eval"],
+                 "eval": ["eval"], "audit": ["eval", *RUN, "compress"],
+                 "submission": [*RUN, "compress", "eval"]}
+# These pack the code that ships (stages/submit/bundle.py), so they depend on the whole code tree.
+WHOLE_TREE = ("compress", "audit", "submission")
 # The stages a code edit must not rerun unless it touches what they run: they train and calibrate.
 EXPENSIVE = ("train", "quantize")
 
@@ -65,13 +69,17 @@ def test_stages_chain_through_their_outputs():
     outs = {s: [o if isinstance(o, str) else next(iter(o)) for o in DVC[s].get("outs", [])]
             for s in DVC}
     order = list(DVC)
-    assert order == ["tokenize", "train", "average", "quantize", "compress", "eval", "audit"]
-    chain = order[:-1]
+    assert order == ["tokenize", "train", "average", "quantize", "compress", "eval", "audit",
+                     "submission"]
+    chain = order[:-2]
     for prev, stage in zip(chain, chain[1:], strict=False):
         assert set(outs[prev]) & set(DVC[stage]["deps"]), f"{stage} does not consume {prev}"
     # The audit checks what eval scored: the same blob and data.
     assert {"models/model.golf", "data/tokens"} <= set(DVC["audit"]["deps"])
     assert "runs/train/swa" in outs["train"]  # SWA snapshots are tracked outputs
+    # The hand-in is made of what the run left: its log, eval metrics and audit.
+    assert {"runs/train/train.log", "metrics/eval.json", "metrics/audit.json"} <= \
+        set(DVC["submission"]["deps"])
 
 
 PIPELINE_PARAMS = """
@@ -128,6 +136,8 @@ def test_dvc_repro_caches_and_reruns_only_downstream(repo):
     assert _ran(_dvc(repo, "repro")) == set(SECTIONS_READ)
     assert (repo / "metrics/eval.json").is_file() and (repo / "models/model.golf").is_file()
     assert json.loads((repo / "metrics/audit.json").read_text())["passed"]
+    assert (repo / "submission/train_gpt.py").stat().st_size == \
+        json.loads((repo / "metrics/submission.json").read_text())["bytes_code"]
     assert _changed(repo) == set()  # clean right after repro (the seeds study is not scanned)
     assert _ran(_dvc(repo, "repro")) == set()
 
@@ -136,14 +146,14 @@ def test_dvc_repro_caches_and_reruns_only_downstream(repo):
     with open(repo / "golfcli/commands/inspect.py", "a") as f:
         f.write("# an edit to another command\n")
     # eval decodes blobs (ans among the codecs); nothing runs inspect; train and quantize stay.
-    assert _changed(repo) == {"compress", "eval", "audit"}
-    assert _ran(_dvc(repo, "repro")) == {"compress", "eval", "audit"}
+    assert _changed(repo) == {"compress", "eval", "audit", "submission"}
+    assert _ran(_dvc(repo, "repro")) == {"compress", "eval", "audit", "submission"}
 
     text = (repo / "params.yaml").read_text()
     text = text.replace("quantize: {keep_float_max_numel: 1024}",
                         "quantize: {keep_float_max_numel: 1024, bits: 6}")
     (repo / "params.yaml").write_text(text)
-    assert _ran(_dvc(repo, "repro")) == {"quantize", "compress", "eval", "audit"}
+    assert _ran(_dvc(repo, "repro")) == {"quantize", "compress", "eval", "audit", "submission"}
     text = text.replace("codec: zstd, level: 3", "codec: lzma, level: 6")
     (repo / "params.yaml").write_text(text)
-    assert _ran(_dvc(repo, "repro")) == {"compress", "eval", "audit"}
+    assert _ran(_dvc(repo, "repro")) == {"compress", "eval", "audit", "submission"}

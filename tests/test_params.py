@@ -87,8 +87,8 @@ def test_values_are_coerced_to_their_types():
 def test_unknown_and_renamed_keys():
     with pytest.raises(ConfigError) as e:
         build(Demo, {"fracc": 1})
-    assert str(e.value) == ("unknown key demo.fracc (known: frac, items, maybe, mode, positive, "
-                            "switch, table)")
+    assert str(e.value) == ("unknown key demo.fracc (did you mean 'frac'?) (known: frac, items, "
+                            "maybe, mode, positive, switch, table)")
     with pytest.raises(ConfigError, match=r"^demo.old is gone: set demo.frac$"):
         build(Demo, {"old": 1})
     with pytest.raises(ConfigError) as e:
@@ -179,7 +179,11 @@ def test_bare_on_off_switches_read_as_yaml_booleans(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("qunatize: {bits: 4}\n", "unknown section 'qunatize' (known: model, tokenize, train, "),
+    ("qunatize: {bits: 4}\n", "unknown section 'qunatize' (did you mean 'quantize'?) (known: "
+                             "model, tokenize, train, "),
+    ("train: []\n", "params section 'train' must be a mapping"),
+    ("train: {max_steps: .inf}\n", "train.max_steps must be an integer"),
+    ("train: {matrix_lr: .nan}\n", "train.matrix_lr must be a finite number, got nan"),
     ("model: {attn_out_gate: true}\n", "model.attn_out_gate is gone: set model.attn_gate: out"),
     ("- a list\n", "expected a mapping of sections"),
     ("train: [1]\n", "params section 'train' must be a mapping"),
@@ -208,3 +212,9 @@ def test_repo_params_yaml_is_valid():
     assert vocab in (None, raw["tokenize"]["vocab_size"])
     assert built["model"].with_vocab(raw["tokenize"]["vocab_size"], "t").vocab_size == \
         raw["tokenize"]["vocab_size"]
+
+
+def test_infinite_values_are_refused_everywhere():
+    """L6, S1: TTT at lr=inf passed the audit; average.weights=[inf, 1] made NaN weights."""
+    with pytest.raises(ConfigError, match="eval.ttt_lr must be a finite number, got inf"):
+        load_params(None, {"eval": CLASSES["eval"]}, ("ttt_lr=.inf",))

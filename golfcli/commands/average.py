@@ -7,6 +7,7 @@ import click
 from golfcli.options import CONTEXT, params_epilog, stage_options
 from golfcli.params import describe_source, load_params
 from stages import artifacts
+from stages.files import check_outputs
 from stages.train.average import AverageParams, average
 
 SECTIONS = {"average": AverageParams}
@@ -24,6 +25,7 @@ def command(checkpoints, out, params_file, overrides):
     Tight SWA:       golf average RUN/swa/*.safetensors --out swa.safetensors
     SWA + EMA:       golf average RUN/swa/*.safetensors RUN/ema.safetensors --out ...
     """
+    check_outputs([out], checkpoints)
     p = load_params(params_file, SECTIONS, overrides)["average"]
     loaded, parents = [], {}
     for i, c in enumerate(checkpoints):

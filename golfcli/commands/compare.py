@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from golfcli.options import CONTEXT
-from stages.files import write_json_atomic
+from stages.files import check_outputs, write_json_atomic
 from stages.tools.compare import compare, format_comparison, read_metrics
 
 
@@ -23,8 +23,10 @@ def command(files, out, min_gain, alpha):
 
     Mean and std of val_loss and val_bpb on each side, and a one-sided Welch t-test of whether the
     candidate improves the mean val_loss by at least --min-gain nats at p < --alpha (the
-    challenge's acceptance rule: 0.005 nats, p < 0.01). Everything after --baseline is a baseline
-    file, so shell globs work on both sides:
+    challenge README's acceptance rule: 0.005 nats, p < 0.01); beside it the leaderboard's rule
+    since PR #1902 (better at p < 0.25 against the previous frontier row), and the seeds a side
+    each rule would need. The same eval (or model) given twice, and runs of different tokenizers,
+    are refused. Everything after --baseline is a baseline file, so shell globs work on both sides:
 
         golf compare runs/new/*/eval.json --baseline runs/base/*/eval.json
     """
@@ -35,8 +37,9 @@ def command(files, out, min_gain, alpha):
     candidate, baseline = files[:split], files[split + 1:]
     if not candidate or not baseline:
         raise click.UsageError("need candidate RUN_METRICS before --baseline and files after it")
+    check_outputs([out], files[:split] + files[split + 1:])
     result = compare([read_metrics(p) for p in candidate], [read_metrics(p) for p in baseline],
-                     min_gain_nats=min_gain, alpha=alpha)
+                     min_gain_nats=min_gain, alpha=alpha, names=candidate + baseline)
     click.echo("\n".join(format_comparison(result)))
     if out:
         write_json_atomic(out, result)

@@ -8,7 +8,7 @@ from golfcli.options import CONTEXT, LazyBar, data_option, params_epilog, stage_
 from golfcli.params import describe_source, load_params
 from stages.eval.evaluate import evaluate_path
 from stages.eval.params import EvalParams
-from stages.files import write_json_atomic
+from stages.files import check_outputs, write_json_atomic
 
 SECTIONS = {"eval": EvalParams}
 
@@ -22,6 +22,7 @@ SECTIONS = {"eval": EvalParams}
 @stage_options
 def command(model, data_dir, out, mode, params_file, overrides):
     """Score MODEL (checkpoint, quantized artifact or .golf blob) on the validation split."""
+    check_outputs([out], [model, data_dir])
     if mode:
         overrides += (f"mode={mode}",)
     p = load_params(params_file, SECTIONS, overrides)["eval"]

@@ -7,6 +7,7 @@ import click
 from golfcli.options import CONTEXT, stage_options
 from golfcli.params import parse_override, read_sections
 from stages import artifacts
+from stages.files import check_outputs
 from stages.tools.importer import SHAPE_KEYS, import_baseline, load_baseline_file
 
 
@@ -23,6 +24,7 @@ def command(source, out, params_file, overrides):
     (model.num_layers=9, ...) is checked against the weights. The file is loaded with
     weights_only=True; a pickle holding anything but tensors is refused.
     """
+    check_outputs([out], [source])
     from_file = read_sections(params_file, ("model",))["model"]
     given = {name: value for _, name, value in (parse_override(o, ("model",)) for o in overrides)}
     model_values = {k: v for k, v in from_file.items() if k not in SHAPE_KEYS} | given

@@ -6,7 +6,7 @@ import click
 
 from golfcli.options import CONTEXT
 from golfcli.params import KNOWN_SECTIONS
-from stages.codec.compress import CompressParams
+from stages.codec.params import CompressParams
 from stages.data.tokenize import TokenizeParams
 from stages.eval.params import EvalParams
 from stages.model.config import ModelConfig

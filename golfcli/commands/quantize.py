@@ -8,6 +8,7 @@ from golfcli.options import CONTEXT, LazyBar, params_epilog, stage_options
 from golfcli.params import describe_source, load_params
 from stages import artifacts
 from stages.errors import GolfError
+from stages.files import check_outputs
 from stages.quant.calibrate import calibrate, calibration_steps
 from stages.quant.format import scheme_counts
 from stages.quant.params import QuantizeParams
@@ -34,6 +35,7 @@ def command(checkpoint, out, method, grid, calib, target_bytes, codec, params_fi
 
     Any saved checkpoint works, so quantizers can be swapped without retraining.
     """
+    check_outputs([out], [checkpoint, calib if calib not in (None, "self") else None])
     overrides += tuple(f"{k}={v}" for k, v in (("method", method), ("grid", grid)) if v)
     p = load_params(params_file, SECTIONS, overrides)["quantize"]
     ckpt, digest = artifacts.load_with_hash(checkpoint, expect="checkpoint")
@@ -44,11 +46,14 @@ def command(checkpoint, out, method, grid, calib, target_bytes, codec, params_fi
         with LazyBar(calibration_steps(calib, p), "calibrate", "batch") as bar:
             kwargs["hessians"], kwargs["calibration"] = calibrate(ckpt, calib, p, bar.update)
     if target_bytes is not None:
-        # Only with this option does quantize read the codecs: the DVC stage does not use it.
-        from stages.budget import code_bytes
+        # Only with this option does quantize read the codecs and the bundle (the code that
+        # counts: train_gpt.py for every section of PARAMS): the DVC stage does not use it.
         from stages.codec.blob import packed_size
+        from stages.submit.bundle import build_bundle, run_params
+        from stages.submit.entry import SECTIONS as RUN_SECTIONS
 
-        code = code_bytes()
+        run = load_params(params_file, {"quantize": QuantizeParams, **RUN_SECTIONS}, overrides)
+        code = len(build_bundle(run_params(run)).source)
         q, search = quantize_to_target(ckpt, p, target_bytes=target_bytes,
                                        measure=lambda a: packed_size(a, codec) + code, **kwargs)
         click.echo(f"target {target_bytes:,} bytes with {codec}: clip_multiplier "

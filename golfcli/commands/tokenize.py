@@ -8,6 +8,7 @@ from golfcli.options import CONTEXT, LazyBar, params_epilog, stage_options
 from golfcli.params import describe_source, load_params
 from stages.data.corpus import load_corpus
 from stages.data.tokenize import TokenizeParams, tokenize
+from stages.files import check_outputs
 
 SECTIONS = {"tokenize": TokenizeParams}
 
@@ -27,6 +28,7 @@ def command(corpus, out_dir, tokenizer_model, params_file, overrides):
     parameter-golf shard format) and OUT/manifest.json. The validation split is fixed by a hash of
     each document's text.
     """
+    check_outputs([out_dir], [corpus if Path(corpus).exists() else None, tokenizer_model])
     p = load_params(params_file, SECTIONS, overrides)["tokenize"]
     docs = load_corpus(corpus)
     n = min(len(docs.docs), p.max_docs or len(docs.docs))

@@ -35,8 +35,10 @@ def command(data_dir, run_dir, resume, nproc, params_file, overrides):
       final.safetensors, ema.safetensors, train_metrics.json
       live/     loss, LR scale, tok/s (and val) curves for `dvc plots show`
       swa/      SWA snapshots (train.swa_every > 0) for `golf average`
-      resume/   resumable state every train.checkpoint_every steps,
-                deleted when the run finishes; continue with --resume
+      resume/   the run until it finishes: resumable state every
+                train.checkpoint_every steps, its curves and snapshots so far;
+                continue with --resume. The previous run's files are replaced
+                only once the new run has finished.
     With train.val_every > 0 the validation split of DATA_DIR is scored every
     that many steps (logged only; it never changes the training).
     """
@@ -49,11 +51,11 @@ def command(data_dir, run_dir, resume, nproc, params_file, overrides):
         args += [a for o in overrides for a in ("--set", o)]
         raise SystemExit(relaunch(nproc, train_p, args))
     job = TrainJob.prepare(data_dir, run_dir, p["model"], train_p, resume=resume)
-    if job.is_main:
-        click.echo(f"training on {job.data.num_tokens:,} tokens from {len(job.data.shards)} "
-                   f"shard(s)", err=True)
     with LazyBar(train_p.max_steps, "train", "step") as bar:
         def on_step(info):
+            if bar.bar is None:  # once a step has run: an error before it stays one line
+                click.echo(f"training on {job.data.num_tokens:,} tokens from "
+                           f"{len(job.data.shards)} shard(s)", err=True)
             bar.update(1)
             if train_p.max_wallclock_seconds > 0:  # the ETA follows the wall-clock cap
                 projected = math.ceil(info.step * train_p.max_wallclock_seconds

@@ -1,6 +1,7 @@
 """Compression: `golf compress` (compress.py: `compress(payload, source, params)` -> blob, report).
 
-compress.py  the stage and CompressParams, the `compress` section
+compress.py  the stage: pack, and account for model + counted code against the limit
+params.py    CompressParams, the `compress` section
 blob.py      the `.golf` blob format, the codec registry, `read_artifact` (artifact or blob)
 generic.py   zstd, brotli and lzma, configured once
 ans.py       the `ans` codec: each tensor group's codes under its own histogram, with rANS

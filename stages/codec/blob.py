@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.artifacts import Artifact, ArtifactError, from_bytes, to_bytes
-from stages.codec import ans, generic
-from stages.codec.layouts import LAYOUTS
+from stages.codec import generic
 from stages.errors import GolfError
 from stages.files import sha256_bytes
 
@@ -53,7 +52,8 @@ CODECS: dict[str, Codec] = {
     "brotli": Codec(generic.brotli_compress, generic.brotli_decompress, 11, range(0, 12)),
     "lzma": Codec(generic.lzma_compress, generic.lzma_decompress, 9, range(0, 10)),
     # Entropy-codes each tensor group's int8 codes (ans.py); it has no levels to choose.
-    "ans": Codec(ans.compress, ans.decompress, 0, range(0, 1)),
+    "ans": Codec(lambda data, level: _ans().compress(data, level),
+                 lambda body: _ans().decompress(body), 0, range(0, 1)),
 }
 
 
@@ -67,10 +67,23 @@ def is_blob(data: bytes) -> bool:
     return data[:len(MAGIC)] == MAGIC
 
 
+# The ans codec and the layouts are imported when first used, so that a submission bundle whose
+# run needs neither (zstd, plain layout) leaves them out.
+LAYOUT_NAMES = ("plain", "shuffle", "grouped", "bitpack")
+
+
+def _ans():
+    from stages.codec import ans
+    return ans
+
+
 def _get_layout(name: str):
-    if name not in LAYOUTS:
+    if name not in LAYOUT_NAMES:
         raise BlobError(f"compress.layout {name!r} is not available "
-                        f"(known: {', '.join(LAYOUTS)})")
+                        f"(known: {', '.join(LAYOUT_NAMES)})")
+    if name == "plain":
+        return (lambda b: b), (lambda b: b)
+    from stages.codec.layouts import LAYOUTS
     return LAYOUTS[name]
 
 
@@ -97,6 +110,19 @@ def pack(payload: bytes, codec_name: str, level: int | None = None, layout: str 
     return blob
 
 
+def _name(blob: bytes, pos: int, what: str, source: str) -> tuple[str, int]:
+    """The length-prefixed ASCII name at `pos` (codec or layout) and the position after it."""
+    (n,) = struct.unpack_from("<B", blob, pos)
+    raw = blob[pos + 1:pos + 1 + n]
+    if len(raw) < n:
+        raise struct.error("short name")
+    try:
+        return raw.decode("ascii"), pos + 1 + n
+    except UnicodeDecodeError:
+        raise BlobError(f"{source}: the blob's {what} name {raw!r} is not ASCII (a damaged or "
+                        f"foreign blob)") from None
+
+
 @dataclass(frozen=True)
 class Unpacked:
     payload: bytes
@@ -117,24 +143,24 @@ def unpack(blob: bytes, source: str) -> Unpacked:
                         f"(this golf reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     try:
         pos = _FIXED.size
-        (n,) = struct.unpack_from("<B", blob, pos)
-        codec_name = blob[pos + 1:pos + 1 + n].decode("ascii")
-        pos += 1 + n
+        codec_name, pos = _name(blob, pos, "codec", source)
         layout = "plain"
         if version >= 2:
-            (n,) = struct.unpack_from("<B", blob, pos)
-            layout = blob[pos + 1:pos + 1 + n].decode("ascii")
-            pos += 1 + n
+            layout, pos = _name(blob, pos, "layout", source)
         (raw_len,) = struct.unpack_from("<Q", blob, pos)
         digest = blob[pos + 8:pos + 40]
         (comp_len,) = struct.unpack_from("<Q", blob, pos + 40)
         pos += 48
-    except (struct.error, UnicodeDecodeError):
+    except struct.error:
         raise BlobError(f"{source}: truncated blob header") from None
     body = blob[pos:]
     if len(body) != comp_len or len(digest) != 32:
         raise BlobError(f"{source}: truncated or padded blob ({len(body)} payload bytes, "
                         f"header says {comp_len})")
+    for what, name, known in (("codec", codec_name, CODECS), ("layout", layout, LAYOUT_NAMES)):
+        if name not in known:
+            raise BlobError(f"{source}: the blob's {what} {name!r} is not one this golf reads "
+                            f"(known: {', '.join(known)})")
     codec = get_codec(codec_name)
     _, inverse = _get_layout(layout)
     try:

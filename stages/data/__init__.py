@@ -3,6 +3,7 @@
 tokenize.py  corpus -> tokenizer + shards + manifest; TokenizeParams, the `tokenize` section
 corpus.py    document sources: stdlib-docs (embedded), .jsonl, folders of .txt
 shards.py    the official shard format; TrainTokens / ValTokens; the window sampler
+documents.py provenance by content: the documents of a split, their digest, the val-in-train check
 bpb.py       the byte table: bytes per token, and val_bpb
 
 Importing one module never imports the rest of the package (no re-exports).

@@ -73,20 +73,27 @@ def _clean(texts: list[str]) -> list[str]:
 
 def _jsonl(path: Path) -> Corpus:
     texts = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CorpusError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                    raise CorpusError(f'{path}:{lineno}: expected an object with a "text" string')
-                texts.append(obj["text"])
-    except UnicodeDecodeError as e:
-        raise CorpusError(f"{path}: not UTF-8 text (byte {e.start} of a line)") from None
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise CorpusError(f"{path}:{lineno}: not UTF-8 text (byte {e.start} of the "
+                                  f"line)") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorpusError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise CorpusError(f'{path}:{lineno}: expected an object with a "text" string')
+            try:
+                obj["text"].encode("utf-8")
+            except UnicodeEncodeError:
+                raise CorpusError(f"{path}:{lineno}: the text holds an unpaired surrogate (an "
+                                  f"escape that is not Unicode text)") from None
+            texts.append(obj["text"])
     return Corpus(str(path), _clean(texts), {"source": "jsonl"})
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import sentencepiece as spm
 import torch
 
 from stages.errors import GolfError
@@ -48,6 +49,8 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
 def read_shard(path: str | os.PathLike) -> np.ndarray:
     """Read a shard as a read-only uint16 memmap, checking magic, version and size."""
     path = Path(path)
+    if not path.is_file():
+        raise ShardError(f"{path}: not a shard file")
     size = path.stat().st_size
     if size < HEADER_BYTES:
         raise ShardError(f"{path}: {size} bytes is shorter than the {HEADER_BYTES}-byte shard header")
@@ -81,6 +84,20 @@ def shard_paths(data_dir: str | os.PathLike, split: str) -> list[Path]:
     return found
 
 
+def load_tokenizer(path: str | os.PathLike) -> spm.SentencePieceProcessor:
+    """The SentencePiece model at `path`, or a one-line error naming the file."""
+    sp = spm.SentencePieceProcessor()
+    try:
+        sp.load_from_serialized_proto(Path(path).read_bytes())
+    except OSError as e:
+        raise ShardError(f"{path}: cannot read the tokenizer ({e.strerror})") from None
+    except RuntimeError:
+        raise ShardError(f"{path}: not a SentencePiece model") from None
+    if sp.get_piece_size() == 0:
+        raise ShardError(f"{path}: a tokenizer without pieces")
+    return sp
+
+
 def find_tokenizer(data_dir: str | os.PathLike) -> Path:
     """`tokenizer.model` in the data directory, else its only `*.model` file."""
     data_dir = Path(data_dir)
@@ -100,10 +117,16 @@ def find_tokenizer(data_dir: str | os.PathLike) -> Path:
 class _Tokens:
     shards: tuple[np.ndarray, ...]
     shard_hashes: tuple[str, ...]
+    paths: tuple[Path, ...] = ()
 
     @property
     def num_tokens(self) -> int:
         return sum(int(s.size) for s in self.shards)
+
+    def check_vocab(self, vocab: int) -> None:
+        """Every token id is below `vocab` (one vectorised pass per shard)."""
+        for k, shard in enumerate(self.shards):
+            check_vocab(shard, vocab, self.paths[k] if k < len(self.paths) else f"shard {k}")
 
     def concatenated(self) -> np.ndarray:
         return np.concatenate([np.asarray(s) for s in self.shards]) if self.shards else \
@@ -120,21 +143,31 @@ class ValTokens(_Tokens):
     """Tokens of the validation split: scored, never trained on. Build with `load_val_tokens`."""
 
 
-def _load(data_dir: str | os.PathLike, split: str) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
-    paths = shard_paths(data_dir, split)
+def check_vocab(shard: np.ndarray, vocab: int, path: Path | str) -> None:
+    """Every token id of `shard` is below `vocab` (one vectorised pass), else a one-line error."""
+    if shard.size and int(shard.max()) >= vocab:
+        at = int(np.argmax(np.asarray(shard) >= vocab))
+        raise ShardError(f"{path}: token id {int(shard[at])} at position {at} is outside the "
+                         f"vocabulary ({vocab} pieces): this shard is not of this tokenizer")
+
+
+def _load(data_dir: str | os.PathLike, split: str, vocab: int | None) -> dict:
+    paths = tuple(shard_paths(data_dir, split))
     shards = tuple(read_shard(p) for p in paths)
-    hashes = tuple(sha256_file(p) for p in paths)
-    return shards, hashes
+    if vocab is not None:
+        for shard, path in zip(shards, paths, strict=True):
+            check_vocab(shard, vocab, path)
+    return {"shards": shards, "shard_hashes": tuple(sha256_file(p) for p in paths), "paths": paths}
 
 
-def load_train_tokens(data_dir: str | os.PathLike) -> TrainTokens:
-    shards, hashes = _load(data_dir, "train")
-    return TrainTokens(shards, hashes)
+def load_train_tokens(data_dir: str | os.PathLike, vocab: int | None = None) -> TrainTokens:
+    """The train split; with `vocab`, every id is checked to be below it."""
+    return TrainTokens(**_load(data_dir, "train", vocab))
 
 
-def load_val_tokens(data_dir: str | os.PathLike) -> ValTokens:
-    shards, hashes = _load(data_dir, "val")
-    return ValTokens(shards, hashes)
+def load_val_tokens(data_dir: str | os.PathLike, vocab: int | None = None) -> ValTokens:
+    """The validation split; with `vocab`, every id is checked to be below it."""
+    return ValTokens(**_load(data_dir, "val", vocab))
 
 
 class WindowSampler:

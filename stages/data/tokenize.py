@@ -10,16 +10,19 @@ whitespace kept, byte fallback), so the byte table counts exactly the raw UTF-8 
 text. That is checked here on every run; a tokenizer given with `--tokenizer` that normalises text
 (the official sp1024 does NFKC and collapses whitespace) is used as it is, and the manifest records
 how far its table total is from the raw byte count.
+
+The output folder is built beside `--out` and swapped in whole once complete (stages/files.py); an
+existing `--out` is replaced only when it is empty or a data folder golf wrote (its manifest says
+so), and a symlink is followed: its target is replaced, the link kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,14 @@ from stages.data.bpb import build_byte_table, stream_bytes
 from stages.data.corpus import Corpus
 from stages.data.shards import BOS_ID, write_shard
 from stages.errors import GolfError
-from stages.files import sha256_file, write_json_atomic
+from stages.files import (
+    OutputError,
+    atomic_dir,
+    check_not_cwd,
+    sha256_file,
+    write_bytes,
+    write_json_atomic,
+)
 from stages.params import Range, param, to_dict, validate
 
 MANIFEST_FORMAT = "golf-tokens/v1"
@@ -175,13 +185,37 @@ def _check_bytes(sp: spm.SentencePieceProcessor, val_tokens: np.ndarray, val_doc
     val_table_bytes = stream_bytes(val_tokens, build_byte_table(sp))
     lossless = all(sp.decode(ids.tolist()) == d
                    for ids, d in zip(_split_documents(val_tokens), val_docs, strict=True))
-    if (trained_here or lossless) and val_table_bytes != val_text_bytes:
+    if trained_here and not lossless:
+        marker = next((i for i, d in enumerate(val_docs) if "\u2581" in d), None)
+        raise TokenizeError("the trained tokenizer does not round-trip the validation text" + (
+            f": validation document {marker} contains U+2581, the SentencePiece space marker, "
+            f"which decodes as a space; replace it in the corpus" if marker is not None else ""))
+    if lossless and val_table_bytes != val_text_bytes:
         raise TokenizeError(f"byte accounting is wrong: the tokenizer's byte table counts "
                             f"{val_table_bytes} validation bytes but the text has {val_text_bytes}")
-    if trained_here and not lossless:
-        raise TokenizeError("the trained tokenizer does not round-trip the validation text "
-                            "(does the corpus contain U+2581, the SentencePiece space marker?)")
     return val_table_bytes, lossless
+
+
+def is_data_dir(path: Path) -> bool:
+    """Whether `path` holds a data folder `golf tokenize` wrote (its manifest says so)."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == MANIFEST_FORMAT
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> None:
+    """`out_dir` may be replaced: absent, an empty folder, or a data folder golf wrote."""
+    path = Path(out_dir)
+    check_not_cwd(path, out_dir)
+    target = path.resolve()
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"--out {out_dir} exists and is not a folder")
+    if target.is_dir() and any(target.iterdir()) and not is_data_dir(target):
+        raise OutputError(f"--out {out_dir} is a folder golf did not write (no manifest.json of "
+                          f"{MANIFEST_FORMAT}); refusing to replace it: remove it or choose "
+                          f"another folder")
 
 
 def tokenize(corpus: Corpus, params: TokenizeParams, out_dir: str | os.PathLike,
@@ -196,6 +230,7 @@ def tokenize(corpus: Corpus, params: TokenizeParams, out_dir: str | os.PathLike,
         tokenizer_model: reuse this SentencePiece model instead of training one.
         on_progress: called with the number of documents just encoded.
     """
+    check_out_dir(out_dir)
     docs = corpus.docs[:params.max_docs] if params.max_docs else corpus.docs
     train_docs, val_docs = split_documents(docs, params.val_fraction)
     if not val_docs or not train_docs:
@@ -210,11 +245,8 @@ def tokenize(corpus: Corpus, params: TokenizeParams, out_dir: str | os.PathLike,
     val_table_bytes, lossless = _check_bytes(sp, val_tokens, val_docs, val_text_bytes,
                                              trained_here=tokenizer_model is None)
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        (tmp / "tokenizer.model").write_bytes(model_bytes)
+    with atomic_dir(out_dir) as tmp:  # replaces out_dir whole, only once everything is written
+        write_bytes(tmp / "tokenizer.model", model_bytes)
         manifest = {
             "format": MANIFEST_FORMAT,
             "corpus": corpus.name,
@@ -246,21 +278,4 @@ def tokenize(corpus: Corpus, params: TokenizeParams, out_dir: str | os.PathLike,
             },
         }
         write_json_atomic(tmp / "manifest.json", manifest)
-        _replace_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return manifest
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished `src` onto `dst`, removing an older `dst` only once `src` is complete."""
-    if dst.exists() or dst.is_symlink():
-        old = dst.with_name(f".{dst.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old)
-    else:
-        os.replace(src, dst)

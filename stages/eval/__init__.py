@@ -5,6 +5,7 @@ evaluate.py  load a model (checkpoint, quantized artifact or blob) and score the
 scoring.py   windows (chunked, sliding, per document) and exact-once scoring
 ttt.py       score-first test-time training (global, per-document LoRA)
 audit.py     `golf audit`: the legality checks, run through the same scoring pass
+provenance.py  the audit's provenance check: tokenizer and training data, by content, vs DATA_DIR
 
 Nothing here imports GPTQ or calibration: quantized weights are read back with
 stages/quant/format.py. Importing one module never imports the rest of the package.

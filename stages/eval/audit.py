@@ -18,9 +18,10 @@ reported number, on a short prefix of the validation stream so the whole audit t
    is expected there and is not a failure.
 5. size - model bytes (the .golf blob; for another file its size, an upper bound) + counted code
    bytes <= 16,000,000.
-6. provenance - every hash recorded in the artifact's provenance and parents (train shards,
-   calibration shards, the inputs of earlier stages, copied forward from stage to stage) is compared
-   with the hashes of DATA_DIR's validation shards: none may be one of them.
+6. provenance - what the artifact records it was made from (copied forward from stage to stage),
+   held to DATA_DIR (provenance.py): no recorded hash is a validation shard's; the tokenizer is
+   DATA_DIR's; every training (each averaged input's) and the calibration record, by content, the
+   documents of DATA_DIR's train split, and those meet no validation document.
 7. document isolation - two parts:
    - model: the input to the first block at a BOS must not depend on the token before it. This is
      the property that a packed (VarLen-style) evaluation and training rely on, and the one a
@@ -31,7 +32,10 @@ reported number, on a short prefix of the validation stream so the whole audit t
    - eval (with `eval.doc_isolated`, outside TTT, where updates carry earlier documents forward
      legally): changing a token of one document must not move any loss of the next document.
 
-`audit` takes the scoring pass as an argument (`Evaluator`), so tests can hand it illegal variants.
+A check that had nothing to probe (no token to change, no distribution kept, no target, no
+document boundary) FAILs, as does a probed prediction that is not finite: a pass is evidence, and
+NaN compares as nothing. `audit` takes the scoring pass as an argument (`Evaluator`), so tests can
+hand it illegal variants.
 """
 
 from __future__ import annotations
@@ -46,12 +50,16 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-from stages.budget import LIMIT_BYTES, code_bytes
+from stages.budget import LIMIT_BYTES
+from stages.ledger import within_budgets
 from stages.data.bpb import build_byte_table
-from stages.data.shards import BOS_ID, find_tokenizer, load_val_tokens
+from stages.data.shards import BOS_ID, ValTokens, find_tokenizer, load_tokenizer, load_val_tokens
+from stages.errors import GolfError
 from stages.eval.evaluate import LoadedModel, score_stream
 from stages.eval.params import EvalParams
+from stages.eval.provenance import provenance_check
 from stages.eval.scoring import Scores, stream_target_bytes
+from stages.files import sha256_file
 from stages.model.gpt import build_model
 
 TOLERANCE = 1e-5  # the same computation on the same inputs: only a real dependence moves a score
@@ -102,6 +110,18 @@ def _replace_token(tokens: torch.Tensor, u: int, vocab: int, rng: np.random.Gene
     return out
 
 
+def _not_finite(scores: Scores) -> str | None:
+    """What of a pass's output is NaN or infinite, if anything."""
+    bad = np.flatnonzero(~np.isfinite(scores.nll))
+    if bad.size:
+        return f"predictions are not finite (the loss of target {int(bad[0])} is " \
+               f"{scores.nll[bad[0]]})"
+    for t, row in sorted(scores.probes.items()):
+        if not np.isfinite(row).all():
+            return f"predictions are not finite (the distribution at target {t})"
+    return None
+
+
 def check_causality(evaluate: Evaluator, tokens: torch.Tensor, vocab: int, samples: int,
                     rng: np.random.Generator) -> tuple[Check, Scores]:
     sites = _perturbation_sites(tokens.numpy(), samples, rng)
@@ -110,12 +130,18 @@ def check_causality(evaluate: Evaluator, tokens: torch.Tensor, vocab: int, sampl
         probes.update({u - 1, u - 2, int(rng.integers(0, u - 1))})
     probes = frozenset(probes)
     base = evaluate(tokens, probes)
+    if not sites:
+        return Check("causality", False, f"nothing to probe: no token to change among the first "
+                                         f"{len(tokens)} validation tokens"), base
     worst, where = 0.0, ""
     for u in sites:
         moved = evaluate(_replace_token(tokens, u, vocab, rng), probes)
         missing = sorted(probes - base.probes.keys() | probes - moved.probes.keys())
         if missing:
             return Check("causality", False, f"targets {missing[:5]} were never scored"), base
+        bad = _not_finite(base) or _not_finite(moved)
+        if bad:
+            return Check("causality", False, bad), base
         diffs = [(float(np.abs(base.probes[t] - moved.probes[t]).max()), f"distribution at {t}")
                  for t in sorted(probes) if t < u]
         if u - 1 > 0:
@@ -131,6 +157,11 @@ def check_causality(evaluate: Evaluator, tokens: torch.Tensor, vocab: int, sampl
 
 
 def check_normalisation(base: Scores, tokens: torch.Tensor) -> Check:
+    if not base.probes:
+        return Check("normalisation", False, "nothing to probe: no distribution was kept")
+    bad = _not_finite(base)
+    if bad:
+        return Check("normalisation", False, bad)
     worst_sum, worst_nll = 0.0, 0.0
     for t, row in base.probes.items():
         worst_sum = max(worst_sum, abs(float(np.exp(row).sum()) - 1))
@@ -142,6 +173,8 @@ def check_normalisation(base: Scores, tokens: torch.Tensor) -> Check:
 
 
 def check_score_before_update(base: Scores) -> Check:
+    if not len(base.counts):
+        return Check("score before update", False, "nothing to probe: no target was scored")
     if not (base.counts == 1).all():
         bad = int(np.flatnonzero(base.counts != 1)[0])
         return Check("score before update", False,
@@ -193,14 +226,18 @@ def check_bytes(stream: np.ndarray, sp: spm.SentencePieceProcessor, data_dir: Pa
     decoded = sum(len(sp.decode([int(i) for i in d if i != BOS_ID]).encode("utf-8"))
                   for d in _documents(stream))
     manifest_path = data_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        text = None if manifest is None else int(manifest["val"]["text_bytes"])
+    except (ValueError, KeyError, TypeError):
+        raise GolfError(f"{manifest_path}: not a golf data manifest (val.text_bytes)") from None
     if manifest is None:
         return Check("byte accounting", True,
                      f"byte table {table_total:,}, decoded text {decoded:,} "
                      f"(difference {table_total - decoded:+,}); no manifest.json with the raw text "
                      f"length, so nothing to hold the table to (not a failure)")
-    text = int(manifest["val"]["text_bytes"])
-    if manifest.get("tokenizer", {}).get("lossless", False):
+    tokenizer = manifest.get("tokenizer")
+    if isinstance(tokenizer, dict) and tokenizer.get("lossless", False):
         return Check("byte accounting", table_total == text,
                      f"byte table {table_total:,} vs validation text {text:,} bytes (lossless "
                      f"tokenizer: must be equal)")
@@ -210,39 +247,23 @@ def check_bytes(stream: np.ndarray, sp: spm.SentencePieceProcessor, data_dir: Pa
                  f"normalised text, so a difference is expected and not a failure by itself")
 
 
-def check_size(model: LoadedModel) -> Check:
+def check_size(model: LoadedModel, code_bytes: int | None, tokenizer_bytes: int) -> Check:
+    """Model + counted code (the train_gpt.py that would ship, measured by the caller)."""
     model_bytes = int(model.info["file_bytes"])
-    code = code_bytes()
-    total = model_bytes + code
     what = "blob" if "blob_codec" in model.info else "file (not a blob: an upper bound)"
+    if code_bytes is None:
+        return Check("size", model_bytes <= LIMIT_BYTES,
+                     f"model {what} {model_bytes:,} / {LIMIT_BYTES:,}; no code size given, so "
+                     f"the model alone is counted")
+    total = model_bytes + code_bytes
     return Check("size", total <= LIMIT_BYTES,
-                 f"model {what} {model_bytes:,} + code {code:,} = {total:,} / {LIMIT_BYTES:,}")
+                 f"model {what} {model_bytes:,} + code (train_gpt.py) {code_bytes:,} = "
+                 f"{total:,} / {LIMIT_BYTES:,}; tokenizer {tokenizer_bytes:,} bytes beside it")
 
 
-def _recorded_hashes(value, path: str) -> Iterator[tuple[str, str]]:
-    """(path, hash) of every "sha256:..." string inside a JSON-like value."""
-    if isinstance(value, str) and value.startswith("sha256:"):
-        yield path, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _recorded_hashes(v, f"{path}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _recorded_hashes(v, f"{path}[{i}]")
-
-
-def check_provenance(model: LoadedModel, val_hashes: tuple[str, ...]) -> Check:
-    art = model.artifact
-    recorded = [*_recorded_hashes(art.provenance, "provenance"),
-                *_recorded_hashes(art.parents, "parents")]
-    hits = [p for p, h in recorded if h in set(val_hashes)]
-    if hits:
-        return Check("provenance", False, f"validation shard recorded as an input: {', '.join(hits)}")
-    train = len(art.provenance.get("train_shards", []))
-    calib = art.provenance.get("calibration", {}).get("source", "none")
-    return Check("provenance", True,
-                 f"{len(recorded)} recorded hashes ({train} train shards, calibration: {calib}), "
-                 f"none of the {len(val_hashes)} validation shards")
+def check_provenance(model: LoadedModel, data_dir: Path, val: ValTokens) -> Check:
+    tokenizer_sha = sha256_file(find_tokenizer(data_dir))
+    return Check("provenance", *provenance_check(model, data_dir, val, tokenizer_sha))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -274,7 +295,7 @@ def _model_boundary(model: LoadedModel, stream: np.ndarray, b: int,
     net = build_model(model.config, model.state).eval()
     diff = (_first_block_input(net, x[None]) - _first_block_input(net, moved[None]))[0, b - lo:]
     diff = float(diff.abs().max())
-    if diff > TOLERANCE:
+    if not diff <= TOLERANCE:  # NaN included
         return False, (f"model: the input to the first block at the BOS at {b} depends on the "
                        f"previous document's last token (diff {diff:.3g}): something before "
                        f"attention, e.g. a SmearGate without its BOS mask, crosses documents")
@@ -292,7 +313,7 @@ def _eval_boundary(evaluate: Evaluator, stream: np.ndarray, b: int, seq_len: int
     base = evaluate(excerpt, frozenset())
     moved = evaluate(_replace_token(excerpt, u, vocab, rng), frozenset())
     diff = float(np.abs(base.nll[b - a:end - a] - moved.nll[b - a:end - a]).max())
-    if diff > TOLERANCE:
+    if not diff <= TOLERANCE:  # NaN included
         return False, (f"eval: changing token {a + u} of one document moved a loss of the next "
                        f"document (at {b}) by {diff:.3g}")
     return True, f"eval: losses of the document at {b} unchanged by its predecessor"
@@ -302,7 +323,8 @@ def check_isolation(model: LoadedModel, params: EvalParams, evaluate: Evaluator,
                     stream: np.ndarray, rng: np.random.Generator) -> Check:
     b = _first_boundary(stream)
     if b is None:
-        return Check("document isolation", True, "no document boundary in the validation split")
+        return Check("document isolation", False,
+                     "nothing to probe: no document boundary in the validation split")
     results = [_model_boundary(model, stream, b, rng)]
     if params.doc_isolated and params.mode != "ttt":
         results.append(_eval_boundary(evaluate, stream, b, params.seq_len,
@@ -319,16 +341,23 @@ def check_isolation(model: LoadedModel, params: EvalParams, evaluate: Evaluator,
 
 def audit(model: LoadedModel, data_dir: str | Path, params: EvalParams, *,
           evaluator: Evaluator | None = None, prefix_tokens: int = 0, samples: int = 4,
-          seed: int = 0) -> list[Check]:
+          seed: int = 0, code_bytes: int | None = None, log: str | None = None) -> list[Check]:
     """Run every check; `evaluator` defaults to the pass `golf eval` runs with `params`.
 
     `prefix_tokens` (0 = 4 x seq_len) is the length of the validation prefix the behavioural checks
-    run on; `samples` is how many tokens the causality check changes.
+    run on; `samples` is how many tokens the causality check changes; `code_bytes` is the size of
+    the train_gpt.py that would ship (stages/submit/bundle.py); with a run's `log`, its ledger is
+    checked against the 600 s train and eval budgets too (stages/ledger.py).
     """
     data_dir = Path(data_dir)
-    sp = spm.SentencePieceProcessor(model_file=str(find_tokenizer(data_dir)))
-    val = load_val_tokens(data_dir)
+    sp = load_tokenizer(find_tokenizer(data_dir))
+    if sp.get_piece_size() != model.config.vocab_size:
+        raise GolfError(f"the model has vocab {model.config.vocab_size} but {data_dir}'s tokenizer "
+                        f"has {sp.get_piece_size()} pieces: not the model's data")
+    val = load_val_tokens(data_dir, model.config.vocab_size)
     stream = val.concatenated().astype(np.int64)
+    if len(stream) < 2:
+        raise GolfError(f"{data_dir}: the validation split has fewer than two tokens")
     n = min(len(stream), (prefix_tokens or 4 * params.seq_len) + 1)
     tokens = torch.from_numpy(stream[:n].copy())
     params = audit_params(params, n - 1)
@@ -339,14 +368,16 @@ def audit(model: LoadedModel, data_dir: str | Path, params: EvalParams, *,
     if params.mode == "ttt" and params.ttt_lora_rank == 0:
         scope += f", ttt_chunk_tokens {params.ttt_chunk_tokens} so that TTT updates happen there"
     causality = dataclasses.replace(causality, detail=causality.detail + scope)
+    time_budget = [Check("time budget", *within_budgets(log))] if log is not None else []
     return [
         causality,
         check_normalisation(base, tokens),
         check_score_before_update(base),
         check_bytes(stream, sp, data_dir),
-        check_size(model),
-        check_provenance(model, val.shard_hashes),
+        check_size(model, code_bytes, find_tokenizer(data_dir).stat().st_size),
+        check_provenance(model, data_dir, val),
         check_isolation(model, params, evaluate, stream, rng),
+        *time_budget,
     ]
 
 

@@ -28,12 +28,11 @@ import torch
 from stages.artifacts import Artifact
 from stages.codec.blob import read_artifact
 from stages.data.bpb import build_byte_table
-from stages.data.shards import ValTokens, find_tokenizer, load_val_tokens
+from stages.data.shards import ValTokens, find_tokenizer, load_tokenizer, load_val_tokens
 from stages.device import resolve_device
 from stages.errors import GolfError
 from stages.eval.params import EvalParams
 from stages.eval.scoring import Scores, model_log_probs, plan_windows, score_windows, totals
-from stages.eval.ttt import plan_chunks, run_ttt
 from stages.files import sha256_file
 from stages.model.config import ModelConfig
 from stages.model.gpt import build_model
@@ -75,6 +74,7 @@ def score_stream(model: LoadedModel, tokens: torch.Tensor, params: EvalParams,
     on_device = tokens.to(device)
     scores = Scores.empty(tokens.numel() - 1)
     if params.mode == "ttt":
+        from stages.eval.ttt import run_ttt  # only TTT runs need it (a bundle may lack it)
         run_ttt(net, on_device, params, scores, probes, on_progress)
     else:
         windows = plan_windows(tokens.numpy(), params.seq_len, scoring_stride(params),
@@ -92,6 +92,7 @@ def scoring_stride(params: EvalParams) -> int:
 def count_windows(stream: np.ndarray, params: EvalParams) -> int:
     """How many windows a pass scores (the progress bar's total)."""
     if params.mode == "ttt":
+        from stages.eval.ttt import plan_chunks
         return sum(len(c.windows) for c in plan_chunks(stream, params))
     return len(plan_windows(stream, params.seq_len, scoring_stride(params), params.doc_isolated))
 
@@ -105,6 +106,7 @@ def evaluate(model: LoadedModel, val: ValTokens, sp: spm.SentencePieceProcessor,
     if sp.get_piece_size() != model.config.vocab_size:
         raise GolfError(f"the model has vocab {model.config.vocab_size} but the data's tokenizer has "
                         f"{sp.get_piece_size()} pieces")
+    val.check_vocab(model.config.vocab_size)
     stream = val.concatenated().astype(np.int64)
     if stream.size < 2:
         raise GolfError("the validation split has fewer than two tokens")
@@ -121,6 +123,10 @@ def evaluate(model: LoadedModel, val: ValTokens, sp: spm.SentencePieceProcessor,
         "eval_seconds": round(elapsed, 3),
         "params": to_dict(params),
     }
+    if not np.isfinite(metrics["val_loss"]):
+        bad = int(np.flatnonzero(~np.isfinite(scores.nll))[0])
+        raise GolfError(f"val_loss is {metrics['val_loss']}: the model's prediction of target "
+                        f"{bad} is not finite")
     metrics["tokens_per_s"] = round(metrics["tokens"] / max(elapsed, 1e-9), 1)
     if params.mode == "ttt":
         metrics["ttt_chunks"] = sum(1 for e in scores.events if e[0] == "score")
@@ -137,9 +143,9 @@ def evaluate_path(model_path: str | Path, data_dir: str | Path, params: EvalPara
     tok_sha = sha256_file(tok_path)
     trained_with = model.artifact.provenance.get("tokenizer_sha256")
     if trained_with and trained_with != tok_sha:
-        raise GolfError(f"{model_path} was trained with tokenizer {trained_with[:19]}… but "
+        raise GolfError(f"{model_path} was trained with tokenizer {str(trained_with)[:19]}… but "
                         f"{tok_path} is {tok_sha[:19]}…: scores would be meaningless")
-    sp = spm.SentencePieceProcessor(model_file=str(tok_path))
+    sp = load_tokenizer(tok_path)
     val = load_val_tokens(data_dir)
     metrics = evaluate(model, val, sp, params, on_progress, on_start)
     metrics.update(model=model.info, val_shards=list(val.shard_hashes), tokenizer_sha256=tok_sha)

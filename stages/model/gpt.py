@@ -25,6 +25,8 @@ loop or lane copies, no buffers).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -267,6 +269,14 @@ def roles_for(cfg: ModelConfig) -> dict[str, Role]:
     """The role of every parameter of a model of `cfg` (built on the meta device: no memory)."""
     with torch.device("meta"):
         return GPT(cfg).roles_by_name()
+
+
+@functools.lru_cache(maxsize=16)
+def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a model of `cfg` (meta device: no memory, whatever the
+    size), what an artifact of `cfg` must hold."""
+    with torch.device("meta"):
+        return {name: tuple(t.shape) for name, t in GPT(cfg).state_dict().items()}
 
 
 def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor] | None = None,

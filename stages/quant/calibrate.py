@@ -5,7 +5,9 @@ Calibration tokens come from exactly two places, and never from validation data:
   built from train shards; a `ValTokens` is refused);
 - `self_generated`: text sampled from the model itself (seeded, with a temperature), which reads no
   data at all.
-Each records its provenance (shard hashes, or the generation seed), and the quantized artifact keeps it.
+Each records its provenance (shard hashes and, by content, the train documents; or the generation
+seed), and the quantized artifact keeps it. A data folder whose train documents meet its validation
+documents is refused, whatever files hold them (stages/data/documents.py).
 
 Hessians are the mean X^T X of each linear layer's inputs, gathered with forward hooks (removed in a
 `finally`). The tied embedding also serves as the output head, so its "input" is the final norm's
@@ -24,14 +26,8 @@ import torch
 from torch import nn
 
 from stages.artifacts import Artifact
-from stages.data.shards import (
-    BOS_ID,
-    ShardError,
-    TrainTokens,
-    WindowSampler,
-    load_train_tokens,
-    load_val_tokens,
-)
+from stages.data.documents import train_documents
+from stages.data.shards import BOS_ID, ShardError, TrainTokens, WindowSampler, load_train_tokens
 from stages.device import resolve_device
 from stages.model.gpt import GPT, build_model
 from stages.quant.params import QuantizeParams
@@ -143,15 +139,10 @@ def calibrate(checkpoint: Artifact, source: str, params: QuantizeParams,
         if not path.is_dir():
             raise ShardError(f"--calib takes a data directory (only its train shards are read) or "
                              f"'self'; got {source}")
-        train = load_train_tokens(path)
-        try:
-            val_hashes = set(load_val_tokens(path).shard_hashes)
-        except ShardError:
-            val_hashes = set()
-        if val_hashes & set(train.shard_hashes):
-            raise ShardError(f"{path}: a train shard is identical to a validation shard; refusing "
-                             f"to calibrate on it")
+        train = load_train_tokens(path, checkpoint.model_config.vocab_size)
+        documents = train_documents(path, train)  # refuses validation documents
         calib = from_train_tokens(train, params)
+        calib.provenance["documents"] = documents
     return collect_hessians(model, calib, on_progress), calib.provenance
 
 

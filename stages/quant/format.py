@@ -18,9 +18,7 @@ import torch
 from stages.artifacts import Artifact
 from stages.quant import lqer
 from stages.quant.registry import QuantizeError
-from stages.tensorfile import QUANT_SUFFIX, SCALE_SUFFIX
-
-LQER_FACTORS = ("lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale")
+from stages.tensorfile import LQER_FACTORS, QUANT_SUFFIX, SCALE_SUFFIX
 
 
 def dequantize(artifact: Artifact) -> dict[str, torch.Tensor]:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 import torch
 
 from stages.artifacts import Artifact
-from stages.budget import search_clip_multiplier
 from stages.device import resolve_device
 from stages.model.gpt import roles_for
 from stages.model.roles import Role
@@ -141,6 +140,8 @@ def quantize_to_target(checkpoint: Artifact, params: QuantizeParams, *, target_b
     Returns:
         The quantized artifact (its params record the chosen multiplier) and a search report.
     """
+    from stages.budget import search_clip_multiplier  # only for --target-bytes
+
     def attempt(multiplier: float) -> tuple[Artifact, int]:
         q = quantize(checkpoint, dataclasses.replace(params, clip_multiplier=multiplier), **kwargs)
         return q, measure(q)

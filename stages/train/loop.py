@@ -46,7 +46,6 @@ from stages.model.config import ModelConfig
 from stages.model.gpt import build_model
 from stages.params import to_dict
 from stages.train import distributed
-from stages.train import resume as resume_state
 from stages.train.optim import build_optimizers, lr_scale, muon_momentum, schedule_progress
 from stages.train.params import TrainParams
 
@@ -178,43 +177,6 @@ def run_validation(model: nn.Module, validate: Validate) -> dict:
             torch.cuda.set_rng_state_all(cuda_rng)
 
 
-def capture_state(model: nn.Module, optimizers, ema, sampler: WindowSampler, run: RunState,
-                  elapsed: float) -> dict:
-    """Everything the next step depends on, as picklable CPU objects (see resume.py)."""
-    return {
-        "model": {n: t.detach().cpu().clone() for n, t in model.state_dict().items()},
-        "optimizers": [opt.state_dict() for opt in optimizers],
-        "ema": [t.cpu().clone() for t in ema],
-        "sampler_rng": sampler.rng.bit_generator.state,
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "progress": {**vars(run), "elapsed_before": elapsed, "recent": list(run.recent),
-                     "validations": list(run.validations)},
-    }
-
-
-def restore_state(saved: dict, model: nn.Module, optimizers, ema, sampler: WindowSampler,
-                  params: TrainParams, looped: bool) -> RunState:
-    """Load a `capture_state` dict back into freshly built objects; return the run's counters."""
-    model.load_state_dict(saved["model"])
-    for opt, opt_state in zip(optimizers, saved["optimizers"], strict=True):
-        opt.load_state_dict(opt_state)
-    with torch.no_grad():
-        for t, s in zip(ema, saved["ema"], strict=True):
-            t.copy_(s)
-    sampler.rng.bit_generator.state = saved["sampler_rng"]
-    torch.set_rng_state(saved["torch_rng"])
-    if saved["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
-    run = RunState(**saved["progress"])
-    # Switches live on the model, not in its state dict: set them as they were at the save.
-    if run.qat_step is not None:
-        model.set_qat(params.qat_bits, params.qat_clip_sigmas)
-    if looped and params.loop_enable_at > 0 and run.loop_step is not None:
-        model.set_looping(True)
-    return run
-
-
 @dataclass
 class Hooks:
     """What the caller wants to hear about, on rank 0 only (see `train`)."""
@@ -303,12 +265,23 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
     s = start_session(data, model_config, params)
     hooks = hooks if hooks is not None and s.ctx.is_main else Hooks()  # dist: rank 0 reports
     resolved = {"model": model_config.to_metadata(), "train": to_dict(params)}
-    fingerprint = resume_state.fingerprint(resolved, data.shard_hashes)
+    fingerprint = None
+    if params.checkpoint_every or resume:  # only runs that checkpoint load the resume module
+        from stages.train import resume as resume_state
+        fingerprint = resume_state.fingerprint(resolved, data.shard_hashes)
     looped = model_config.num_loops > 0
     run = RunState()
     if resume:
         saved = resume_state.load_state(resume_dir, fingerprint)
-        run = restore_state(saved, s.model, s.optimizers, s.ema, s.sampler, params, looped)
+        progress = resume_state.restore(saved, s.model, s.optimizers, s.ema, s.sampler)
+        if not isinstance(progress, dict) or set(progress) - set(vars(RunState())):
+            raise resume_state.ResumeError("the resume state's counters are not golf's")
+        run = RunState(**progress)
+        # Switches live on the model, not in its state dict: set them as they were at the save.
+        if run.qat_step is not None:
+            s.model.set_qat(params.qat_bits, params.qat_clip_sigmas)
+        if looped and params.loop_enable_at > 0 and run.loop_step is not None:
+            s.model.set_looping(True)
     elif looped and params.loop_enable_at > 0:
         s.model.set_looping(False)
 
@@ -337,8 +310,10 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
         if params.checkpoint_every and run.step % params.checkpoint_every == 0 \
                 and run.step < params.max_steps and s.ctx.is_main:  # dist: one writer
             with clock.paused():
-                resume_state.save_state(resume_dir, capture_state(
-                    s.model, s.optimizers, s.ema, s.sampler, run, clock.elapsed()), fingerprint)
+                counters = {**vars(run), "elapsed_before": clock.elapsed(),
+                            "recent": list(run.recent), "validations": list(run.validations)}
+                resume_state.save_state(resume_dir, resume_state.capture(
+                    s.model, s.optimizers, s.ema, s.sampler, counters), fingerprint)
         if hooks.on_step is not None:
             elapsed = clock.elapsed()
             hooks.on_step(StepInfo(run.step, params.max_steps, step_loss,
@@ -350,6 +325,9 @@ def train(data: TrainTokens, model_config: ModelConfig, params: TrainParams, *,
 def finish(s: Session, run: RunState, params: TrainParams, clock: TrainClock,
            artifact: Callable[[dict, str], Artifact]) -> TrainResult:
     """The final and EMA checkpoints and the metrics of a run that has stopped."""
+    if run.step == 0:  # never an untrained model presented as a result
+        raise GolfError(f"train.max_wallclock_seconds={params.max_wallclock_seconds:g} ended the "
+                        f"run before its first step: nothing was trained; raise it (0 = no cap)")
     elapsed = clock.elapsed()
     names = [n for n, _ in s.model.named_parameters()]
     final_state = {n: p.detach().float().cpu() for n, p in s.model.named_parameters()}

@@ -17,13 +17,12 @@ import os
 from collections.abc import Callable
 
 import numpy as np
-import sentencepiece as spm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from stages.data.bpb import bits_per_byte, build_byte_table, target_bytes
-from stages.data.shards import find_tokenizer, load_val_tokens
+from stages.data.shards import find_tokenizer, load_tokenizer, load_val_tokens
 from stages.train.params import TrainParams
 
 BATCH_SEQS = 16
@@ -51,11 +50,12 @@ def chunked_nll(net: nn.Module, tokens: torch.Tensor, seq_len: int,
     return nll
 
 
-def build_validator(data_dir: str | os.PathLike,
-                    params: TrainParams) -> Callable[[nn.Module], dict]:
-    """A `validate(model) -> {'val_loss', 'val_bpb'}` callback over `data_dir`'s validation split."""
-    table = build_byte_table(spm.SentencePieceProcessor(model_file=str(find_tokenizer(data_dir))))
-    stream = torch.from_numpy(load_val_tokens(data_dir).concatenated().astype(np.int64))
+def build_validator(data_dir: str | os.PathLike, params: TrainParams,
+                    vocab: int | None = None) -> Callable[[nn.Module], dict]:
+    """A `validate(model) -> {'val_loss', 'val_bpb'}` callback over `data_dir`'s validation split
+    (with `vocab`, every token id is checked to be below it)."""
+    table = build_byte_table(load_tokenizer(find_tokenizer(data_dir)))
+    stream = torch.from_numpy(load_val_tokens(data_dir, vocab).concatenated().astype(np.int64))
     byte_sum = int(target_bytes(stream[:-1], stream[1:], table).sum())
 
     def validate(model: nn.Module) -> dict:

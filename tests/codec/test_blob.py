@@ -79,3 +79,16 @@ def test_read_artifact_takes_a_blob_or_the_artifact_itself(quantized_path, tmp_p
     with pytest.raises(ArtifactError, match="no such file"):
         read_artifact(tmp_path / "missing.golf")
     assert from_bytes(packed.blob.payload, "p").kind == "quantized"
+
+
+@pytest.mark.parametrize("name, message", [
+    (b"\xffstd", r"the blob's codec name b'\\xffstd' is not ASCII"),
+    (b"evil", r"the blob's codec 'evil' is not one this golf reads \(known: zstd, "),
+])
+def test_a_foreign_codec_name_is_named_with_the_file(quantized_path, name, message):
+    """U2: not 'truncated blob header', and the file is named."""
+    blob = pack(quantized_path.read_bytes(), "zstd", 1)
+    start = len(b"GOLFBLOB") + 2 + 1
+    assert blob[start:start + 4] == b"zstd"
+    with pytest.raises(BlobError, match=f"^m.golf: {message}"):
+        unpack(blob[:start] + name + blob[start + 4:], "m.golf")

@@ -64,3 +64,14 @@ def test_missing_and_unsupported_sources(tmp_path):
     (bad_txt / "x.txt").write_bytes(b"\xff\xfe bad")
     with pytest.raises(CorpusError, match="not UTF-8"):
         load_corpus(str(bad_txt))
+
+
+def test_a_non_utf8_line_is_named_by_its_number(tmp_path):
+    """U4: the line, not only a byte offset within it."""
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"text": "fine"}\n{"text": "also fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(CorpusError, match=r"c.jsonl:3: not UTF-8 text \(byte 13 of the line\)"):
+        load_corpus(str(path))
+    path.write_text('{"text": "\\ud800"}\n')
+    with pytest.raises(CorpusError, match=r"c.jsonl:1: the text holds an unpaired surrogate"):
+        load_corpus(str(path))

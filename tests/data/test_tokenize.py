@@ -63,3 +63,54 @@ def test_existing_output_survives_a_failed_run(tmp_path, small_docs):
         tokenize(Corpus("one", ["only one document"]), TokenizeParams(vocab_size=400), out)
     assert (out / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]
+
+
+def test_a_folder_golf_did_not_write_is_never_replaced(tmp_path, small_docs):
+    """D2: an existing folder without golf's manifest is refused before any work; an empty one
+    and a data folder golf wrote are replaced."""
+    from stages.files import OutputError
+
+    docs = Corpus("small", small_docs[:80])
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="is a folder golf did not write"):
+        tokenize(docs, TokenizeParams(vocab_size=400), foreign)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    tokenize(docs, TokenizeParams(vocab_size=400), tmp_path / "empty")
+    m = tokenize(docs, TokenizeParams(vocab_size=400, val_fraction=0.2), tmp_path / "empty")
+    assert json.loads((tmp_path / "empty/manifest.json").read_text()) == m
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "foreign"]  # no .old, no .tmp
+
+
+def test_output_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_path, small_docs):
+    """P4: the link stays a link to the new data; nothing stray beside either."""
+    real = tmp_path / "real"
+    tokenize(Corpus("small", small_docs[:80]), TokenizeParams(vocab_size=400), real)
+    (tmp_path / "link").symlink_to(real)
+    m = tokenize(Corpus("small", small_docs[:90]), TokenizeParams(vocab_size=400),
+                 tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == real
+    assert json.loads((real / "manifest.json").read_text())["split"]["documents"] == 90 == \
+        m["split"]["documents"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_the_current_folder_is_not_an_output(tmp_path, small_docs, monkeypatch):
+    """T5: `tokenize --out .` would replace the folder the process stands in."""
+    from stages.files import OutputError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError, match="is the current folder"):
+        tokenize(Corpus("small", small_docs[:80]), TokenizeParams(vocab_size=400), ".")
+    with pytest.raises(OutputError, match="is the current folder"):
+        tokenize(Corpus("small", small_docs[:80]), TokenizeParams(vocab_size=400), "..")
+
+
+def test_a_space_marker_in_the_corpus_gets_its_own_hint(tmp_path, small_docs):
+    """U3: U+2581 decodes as a space; the error says so instead of 'byte accounting is wrong'."""
+    docs = [d + " \u2581 marker" for d in small_docs[:80]]
+    with pytest.raises(TokenizeError, match="contains U\\+2581, the SentencePiece space marker"):
+        tokenize(Corpus("marked", docs), TokenizeParams(vocab_size=400), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from golfcli.main import cli
 from stages import artifacts
-from stages.budget import LIMIT_BYTES, code_bytes
+from stages.budget import LIMIT_BYTES
 from stages.data.shards import load_val_tokens
 from stages.eval.audit import audit, check_size, format_checks
 from stages.eval.evaluate import load_model
@@ -175,10 +175,178 @@ def test_cli_prints_the_table_writes_json_and_exits_by_the_verdict(tiny_run, dat
 
 
 def test_a_model_over_the_size_limit_is_caught(legal):
-    at_limit = LIMIT_BYTES - code_bytes()
+    code = 30_000
+    at_limit = LIMIT_BYTES - code
     fits = dataclasses.replace(legal, info={**legal.info, "file_bytes": at_limit})
     over = dataclasses.replace(legal, info={**legal.info, "file_bytes": at_limit + 1})
-    checks = [check_size(fits), check_size(over)]
+    checks = [check_size(fits, code, 1), check_size(over, code, 1)]
     assert [c.passed for c in checks] == [True, False]
     lines = format_checks(checks)
     assert "PASS" in lines[0] and "FAIL" in lines[1] and f"/ {LIMIT_BYTES:,}" in lines[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Provenance by content, and checks that had nothing to probe (the reliability probe's L1-L6)
+# --------------------------------------------------------------------------------------------------
+
+def _set_provenance(path, out, provenance):
+    art = artifacts.load(path)
+    art.provenance = provenance
+    artifacts.save(art, out)
+    return load_model(out)
+
+
+@pytest.fixture(scope="module")
+def cheat_run(tmp_path_factory, data_dir):
+    """A checkpoint trained on the validation documents: its folder holds the validation shard,
+    one header word changed, as its only train shard, and no validation split of its own."""
+    from stages.train.inputs import train_inputs
+    from stages.train.loop import train
+    from stages.train.params import TrainParams
+    from tests.conftest import TINY_TRAIN
+
+    folder = tmp_path_factory.mktemp("cheat") / "data"
+    folder.mkdir()
+    raw = bytearray((data_dir / "val_000000.bin").read_bytes())
+    raw[40] ^= 1
+    (folder / "train_000000.bin").write_bytes(bytes(raw))
+    (folder / "tokenizer.model").write_bytes((data_dir / "tokenizer.model").read_bytes())
+    inputs = train_inputs(folder, folder / "tokenizer.model", ModelConfig(**TINY_MODEL))
+    result = train(inputs.data, inputs.model_config,
+                   TrainParams(**{**TINY_TRAIN, "max_steps": 2}), parents={},
+                   provenance=inputs.provenance)
+    path = folder.parent / "cheat.safetensors"
+    artifacts.save(result.final, path)
+    return path
+
+
+@pytest.mark.usefixtures("cached_bundles")
+def test_a_val_trained_checkpoint_averaged_in_fails_through_the_pipeline(tiny_run, cheat_run,
+                                                                         data_dir, tmp_path):
+    """L1: average keeps every input's provenance, so the blob still says what it came from."""
+    run, _ = tiny_run
+
+    def golf(*args):
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+    steps = [("average", run / "final.safetensors", cheat_run, "--out", tmp_path / "avg.st",
+              "--set", "weights=[0.001, 0.999]"),
+             ("quantize", tmp_path / "avg.st", "--out", tmp_path / "q.st", "--set",
+              "keep_float_max_numel=1024"),
+             ("compress", tmp_path / "q.st", "--out", tmp_path / "m.golf")]
+    for step in steps:
+        r = golf(*step)
+        assert r.exit_code == 0, r.output
+    r = golf("audit", tmp_path / "m.golf", "--data", data_dir, "--set", "seq_len=64",
+             "--prefix-tokens", PREFIX, "--samples", 1)
+    assert r.exit_code == 1
+    line = next(x for x in r.output.splitlines() if "provenance" in x)
+    assert "FAIL" in line and "provenance.inputs[1].train_documents is not DATA_DIR's" in line
+
+
+def test_a_checkpoint_trained_on_other_documents_fails(tiny_run, cheat_run, data_dir, tmp_path):
+    """L2: the validation tokens under another header pass a file-hash check, not this one."""
+    run, _ = tiny_run
+    cheat = artifacts.load(cheat_run).provenance
+    assert cheat["train_shards"][0] != load_val_tokens(data_dir).shard_hashes[0]
+    model = with_provenance(run / "final.safetensors", tmp_path,
+                            train_documents=cheat["train_documents"])
+    check = run_audit(model, data_dir, EvalParams(seq_len=64))["provenance"]
+    assert not check.passed and "is not DATA_DIR's train split" in check.detail
+
+
+@pytest.mark.parametrize("trick", ["header", "appended", "shifted"])
+def test_a_data_folder_with_validation_documents_in_train_fails(trick, tiny_run, data_dir,
+                                                                tmp_path):
+    """L2: audited against a folder whose train split hides validation documents, even a model
+    whose record matches that split fails."""
+    from stages.data.documents import document_set
+    from stages.data.shards import load_train_tokens
+    from tests.conftest import tampered_data
+
+    run, _ = tiny_run
+    folder = tampered_data(data_dir, tmp_path / "data", trick)
+    record = document_set(load_train_tokens(folder)).record()
+    model = with_provenance(run / "final.safetensors", tmp_path, train_documents=record)
+    check = run_audit(model, folder, EvalParams(seq_len=64))["provenance"]
+    assert not check.passed and "validation documents" in check.detail
+
+
+@pytest.mark.parametrize("strip, message", [
+    ({}, "no tokenizer recorded"),
+    ({"train_documents": None}, "no record of the data it was made from by content"),
+    ({"train_documents": {}}, "no record of the data it was made from by content"),
+    ({"inputs": [{"tokenizer_sha256": "x"}]}, "provenance.inputs[0].train_documents"),
+], ids=["all", "no documents", "empty documents", "an input without"])
+def test_missing_or_empty_provenance_fails(strip, message, tiny_run, data_dir, tmp_path):
+    """L3: no record of what the model was trained on is not a pass."""
+    run, _ = tiny_run
+    prov = artifacts.load(run / "final.safetensors").provenance
+    kept = {} if not strip else {**prov, **strip}
+    model = _set_provenance(run / "final.safetensors", tmp_path / "m.st", kept)
+    check = run_audit(model, data_dir, EvalParams(seq_len=64))["provenance"]
+    assert not check.passed and message in check.detail, check.detail
+
+
+def test_a_data_folder_of_another_tokenizer_fails(legal, small_docs, tmp_path):
+    """L4: the same vocabulary size is not the same tokenizer; another size is refused outright."""
+    from stages.data.corpus import Corpus
+    from stages.data.tokenize import TokenizeParams, tokenize
+    from stages.errors import GolfError
+
+    other = tmp_path / "other"
+    tokenize(Corpus("other", small_docs[120:]), TokenizeParams(vocab_size=400), other)
+    check = run_audit(legal, other, EvalParams(seq_len=64))["provenance"]
+    assert not check.passed and "is not DATA_DIR's" in check.detail and "tokenizer" in check.detail
+    larger = tmp_path / "larger"
+    tokenize(Corpus("other", small_docs[120:]), TokenizeParams(vocab_size=512), larger)
+    with pytest.raises(GolfError, match="the model has vocab 400 but .* has 512 pieces"):
+        run_audit(legal, larger, EvalParams(seq_len=64))
+
+
+def test_predictions_that_are_not_finite_fail(legal, data_dir):
+    """L6: max(0.0, nan) == 0.0 let NaN pass causality and normalisation."""
+
+    def nan_scores(tokens, probes):
+        net = build_model(legal.config, legal.state).eval()
+
+        def predict(x, y):
+            return F.log_softmax(net(x).float(), dim=-1) * float("nan")
+
+        scores = Scores.empty(tokens.numel() - 1)
+        windows = plan_windows(tokens.numpy(), 64, 64, False)
+        score_windows(predict, tokens, windows, 8, scores, probes)
+        return scores
+
+    checks = run_audit(legal, data_dir, EvalParams(seq_len=64), evaluator=nan_scores)
+    for name in ("causality", "normalisation"):
+        assert not checks[name].passed and "not finite" in checks[name].detail, name
+
+
+def test_checks_with_nothing_to_probe_fail(legal, data_dir, tmp_path):
+    """L6: a two-token validation split gave causality PASS with 0 changed tokens."""
+    import shutil
+
+    from stages.data.shards import BOS_ID, write_shard
+
+    tiny = tmp_path / "tiny"
+    shutil.copytree(data_dir, tiny)
+    write_shard(tiny / "val_000000.bin", [BOS_ID, 42])
+    checks = run_audit(legal, tiny, EvalParams(seq_len=64))
+    assert not checks["causality"].passed and "nothing to probe" in checks["causality"].detail
+    assert not checks["normalisation"].passed
+    assert not checks["document isolation"].passed
+
+
+def test_a_run_log_over_the_time_budget_fails(legal, data_dir):
+    """With a run's log, the audit holds its ledger to the 600 s budgets (stages/ledger.py)."""
+    from stages.ledger import ledger_line
+
+    kw = dict(prefix_tokens=PREFIX, samples=2)
+    params = EvalParams(seq_len=64)
+    within = audit(legal, data_dir, params, log=ledger_line("train_loop", 580.0, "train"), **kw)
+    over = audit(legal, data_dir, params, log=ledger_line("train_loop", 601.0, "train"), **kw)
+    assert within[-1].name == over[-1].name == "time budget"
+    assert within[-1].passed and not over[-1].passed
+    assert len(audit(legal, data_dir, params, **kw)) == len(within) - 1  # only with a log
+

@@ -103,3 +103,24 @@ def test_cli_mode_option_overrides_the_params(tiny_run, data_dir, tmp_path):
                             ("65", "eval.stride must be in [1, eval.seq_len = 64], got 65")):
         bad = CliRunner().invoke(cli, [*args, "--mode", "sliding", "--set", f"stride={stride}"])
         assert bad.exit_code == 1 and bad.output == f"Error: {message}\n"
+
+
+def test_a_result_that_is_not_finite_is_an_error(tiny_run, data_dir, monkeypatch, tmp_path):
+    """S1: a NaN val_loss was reported with exit status 0 and written as non-standard JSON."""
+    from stages.eval import evaluate as evaluate_module
+
+    real = evaluate_module.score_stream
+
+    def nan_scores(*args, **kwargs):
+        scores = real(*args, **kwargs)
+        scores.nll[7] = float("nan")
+        return scores
+
+    monkeypatch.setattr(evaluate_module, "score_stream", nan_scores)
+    run, _ = tiny_run
+    r = CliRunner().invoke(cli, ["eval", str(run / "final.safetensors"), "--data", str(data_dir),
+                                 "--set", "seq_len=64", "--out", str(tmp_path / "e.json")])
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines()[-1] == ("Error: val_loss is nan: the model's prediction "
+                                                 "of target 7 is not finite")
+    assert not (tmp_path / "e.json").exists()

@@ -50,12 +50,19 @@ def test_calibrate_refuses_files_and_validation_shards_posing_as_train(data_dir,
     copy = tmp_path / "data"
     shutil.copytree(data_dir, copy)
     shutil.copy(copy / "val_000000.bin", copy / "train_000001.bin")
-    with pytest.raises(ShardError, match="identical to a validation shard"):
+    with pytest.raises(ShardError, match="are validation documents"):
+        calibrate(tiny_checkpoint, str(copy), params)
+    # The same tokens under another header word: another file hash, the same documents (L2).
+    raw = bytearray((copy / "val_000000.bin").read_bytes())
+    raw[40] ^= 1  # an ignored header word
+    (copy / "train_000001.bin").write_bytes(bytes(raw))
+    with pytest.raises(ShardError, match="are validation documents"):
         calibrate(tiny_checkpoint, str(copy), params)
     seen = []
     hessians, provenance = calibrate(tiny_checkpoint, str(data_dir), params, seen.append)
     assert len(seen) == calibration_steps(str(data_dir), params) == 2
     assert provenance["source"] == "train_shards" and "blocks.1.attn.c_q.weight" in hessians
+    assert provenance["documents"]["documents"] > 0  # what it read, by content
 
 
 def test_self_generated_calibration_is_seeded(tiny_checkpoint):

@@ -52,3 +52,29 @@ def test_average_records_its_inputs():
     assert out.provenance["averaged"] == [{"weights": "swa:6", "weight": 0.25},
                                           {"weights": "ema:0.9", "weight": 0.75}]
     assert out.params["average"] == {"weights": [1.0, 3.0]}
+
+
+def test_checkpoints_of_different_tokenizers_are_refused():
+    """S7: the same vocabulary size is not enough: id 17 would be two different pieces."""
+    a, b = _ckpt(1), _ckpt(2)
+    a.provenance = {"tokenizer_sha256": "sha256:aa"}
+    b.provenance = {"tokenizer_sha256": "sha256:bb"}
+    with pytest.raises(AverageError, match="b was trained with tokenizer sha256:bb…, a with "
+                                           "sha256:aa…"):
+        average([("a", a), ("b", b)], AverageParams(), parents={})
+
+
+def test_the_average_keeps_every_inputs_provenance():
+    """L1: not only the first input's; what they share is kept once at the top."""
+    a, b = _ckpt(1), _ckpt(3)
+    a.provenance = {"tokenizer_sha256": "t", "train_documents": {"digest": "d1"}, "weights": "f"}
+    b.provenance = {"tokenizer_sha256": "t", "train_documents": {"digest": "d2"}, "weights": "x"}
+    out = average([("a", a), ("b", b)], AverageParams(weights=[1, 999]), parents={})
+    assert out.provenance["inputs"] == [a.provenance, b.provenance]
+    assert out.provenance["tokenizer_sha256"] == "t" and "train_documents" not in out.provenance
+
+
+def test_weights_must_be_finite():
+    """S1: average.weights=[inf, 1] made an all-NaN checkpoint."""
+    with pytest.raises(ConfigError, match=r"average.weights\[0\] must be a finite number, got inf"):
+        AverageParams(weights=[float("inf"), 1])

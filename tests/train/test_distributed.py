@@ -67,7 +67,8 @@ def test_two_processes_train_the_same_weights_as_one(data_dir, tmp_path):
     assert r.exit_code == 0, r.output
     two = artifacts.load(run / "final.safetensors", expect="checkpoint")
     assert sorted(p.name for p in run.iterdir()) == ["ema.safetensors", "final.safetensors",
-                                                     "live", "swa", "train_metrics.json"]
+                                                     "live", "swa", "train.log",
+                                                     "train_metrics.json"]
     one = train(load_train_tokens(data_dir), ModelConfig(**TINY_MODEL), TrainParams(**DIST_TRAIN),
                 parents={}, provenance={})
     metrics = json.loads((run / "train_metrics.json").read_text())

@@ -1,0 +1,248 @@
+"""train_gpt.py: the golf modules a run needs, packed into one self-extracting file.
+
+The modules are the import closure of entry.py (module- and function-level imports), less the
+optional ones these params never reach (`OPTIONAL`: the ans codec for a zstd run, TTT for a chunked
+eval...). Those are imported lazily where they are used, so leaving them out is safe; a run asked
+for one anyway (GOLF_SET) stops with a one-line error naming it. Each module is minified for the
+packed copy only (docstrings, comments, help texts and annotations dropped, locals renamed, by
+python-minifier at a pinned version), the sources and the frozen params go into one JSON document,
+that is compressed (the smaller of brotli-11 and lzma-9e) and base85-encoded into a short wrapper
+that installs an import hook and runs `stages.submit.entry.main`. The same params and sources give
+the same bytes. The repository's sources stay as they are.
+
+The counted code of a run is the size of this file: `golf compress`, `golf audit` and
+`golf quantize --target-bytes` build it for the run's params and measure it.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import lzma
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import brotli
+
+from stages.errors import GolfError
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ENTRY = "stages.submit.entry"
+
+
+class BundleError(GolfError):
+    """A bundle that cannot be built for these params."""
+
+
+def _calibrates(p: dict) -> bool:
+    return p["quantize"]["method"] == "gptq" or p["quantize"]["grid"] == "sdclip-hessian"
+
+
+def _codes_spans(p: dict) -> bool:
+    return p["compress"]["codec"] == "ans" or p["compress"]["layout"] != "plain"
+
+
+# Modules a run may do without: module -> whether these (resolved) params need it.
+OPTIONAL: dict[str, Callable[[dict], bool]] = {
+    "stages.codec.ans": lambda p: p["compress"]["codec"] == "ans",
+    "stages.codec.layouts": lambda p: p["compress"]["layout"] != "plain",
+    "stages.codec.spans": _codes_spans,
+    "stages.eval.ttt": lambda p: p["eval"]["mode"] == "ttt",
+    "stages.quant.calibrate": _calibrates,
+    "stages.train.resume": lambda p: p["train"]["checkpoint_every"] > 0,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which modules
+# ---------------------------------------------------------------------------------------------------
+
+def module_path(module: str) -> Path | None:
+    """The source file of an in-repo `stages` module (a package's __init__.py), if any."""
+    parts = module.split(".")
+    if parts[0] != "stages":
+        return None
+    as_mod = ROOT.joinpath(*parts[:-1], parts[-1] + ".py")
+    as_pkg = ROOT.joinpath(*parts, "__init__.py")
+    return as_mod if as_mod.is_file() else as_pkg if as_pkg.is_file() else None
+
+
+def _imported(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names}
+    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        return {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return set()
+
+
+def imports(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """(import-time, function-level) names a module imports: `a.b` and `a.b.c` for
+    `from a.b import c`, since c may be a module. Import time is anything outside a function."""
+    top: set[str] = set()
+    nested: set[str] = set()
+    stack: list[tuple[ast.AST, bool]] = [(tree, False)]
+    while stack:
+        node, in_function = stack.pop()
+        (nested if in_function else top).update(_imported(node))
+        inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        stack += [(child, inner) for child in ast.iter_child_nodes(node)]
+    return top, nested
+
+
+def _with_packages(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def closure(start: set[str], skip: set[str] = frozenset()) -> dict[str, set[str]]:
+    """In-repo modules reachable from `start` (packages included), each with its module-level
+    in-repo imports; modules in `skip` are not entered."""
+    found: dict[str, set[str]] = {}
+    todo = [m for s in start for m in _with_packages(s)]
+    while todo:
+        mod = todo.pop()
+        path = module_path(mod)
+        if mod in found or mod in skip or path is None:
+            continue
+        top, nested = imports(ast.parse(path.read_text()))
+        found[mod] = {m for t in top for m in _with_packages(t) if module_path(m)}
+        todo += [m for n in top | nested for m in _with_packages(n)]
+    return found
+
+
+def bundle_modules(params: dict) -> list[str]:
+    """The modules train_gpt.py holds for these params (plain data: section -> key -> value)."""
+    skip = {m for m, needed in OPTIONAL.items() if not needed(params)}
+    found = closure({ENTRY}, skip)
+    for mod, top in sorted(found.items()):
+        missing = sorted(top - found.keys())
+        if missing:  # a module-level import cannot be left out: it would fail at start
+            raise BundleError(f"{mod} imports {missing[0]} at module level; import it where it "
+                              f"is used, or it cannot be left out of a bundle")
+    return sorted(found)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Packing
+# ---------------------------------------------------------------------------------------------------
+
+class _DropHelp(ast.NodeTransformer):
+    """`param(default, "help")` -> `param(default, "")`: the help is for `golf params`."""
+
+    def visit_Call(self, node: ast.Call) -> ast.Call:
+        self.generic_visit(node)
+        if getattr(node.func, "id", None) == "param" and len(node.args) == 2:
+            node.args[1] = ast.Constant("")
+        return node
+
+
+def _names(node: ast.AST) -> set[str]:
+    """Every name `node` uses: variables, attributes, imported names."""
+    out: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name):
+            out.add(sub.id)
+        elif isinstance(sub, ast.Attribute):
+            out.add(sub.attr)
+        elif isinstance(sub, ast.ImportFrom):
+            out.update(a.name for a in sub.names)
+    return out
+
+
+def shake(trees: dict[str, ast.Module], keep: frozenset[str] = frozenset({"main"})) -> list[str]:
+    """Drop the top-level functions and classes nothing else in the bundle names, until none is
+    left; returns what was dropped. Conservative: a name used anywhere (as a variable, an
+    attribute or an import) keeps every definition of that name, and golf never looks its own
+    functions up by a string."""
+    dropped: list[str] = []
+    while True:
+        used: set[str] = set(keep)
+        for tree in trees.values():
+            for node in tree.body:
+                names = _names(node)
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    names.discard(node.name)  # a function calling itself does not keep it
+                used |= names
+        before = len(dropped)
+        for module, tree in trees.items():
+            kept = []
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                        and node.name not in used:
+                    dropped.append(f"{module}.{node.name}")
+                else:
+                    kept.append(node)
+            tree.body = kept or [ast.Pass()]
+        if len(dropped) == before:
+            return dropped
+
+
+def minify(tree: ast.Module) -> str:
+    """The packed copy of one module: help texts, docstrings, comments and annotations (but a
+    dataclass's field annotations) dropped, locals renamed; module-level names are kept, since
+    other modules import them."""
+    import python_minifier
+
+    return python_minifier.minify(
+        ast.unparse(_DropHelp().visit(tree)), remove_literal_statements=True, rename_locals=True,
+        rename_globals=False, hoist_literals=False, remove_asserts=False, remove_debug=False,
+        remove_annotations=python_minifier.RemoveAnnotationsOptions(
+            remove_variable_annotations=True, remove_return_annotations=True,
+            remove_argument_annotations=True, remove_class_attribute_annotations=False))
+
+
+# The payload: a JSON header (params, package names), then each module as RS name US source.
+RS, US = "\x1e", "\x1f"
+# The wrapper: an import hook serving the packed modules, then the entry point. `{codec}` is
+# brotli or lzma, `{data}` the base85 text (its alphabet has no quote or backslash).
+WRAPPER = """import base64,json,sys,importlib.abc as A,importlib.util as U,{codec}
+H,*R={codec}.decompress(base64.b85decode('{data}')).decode().split('\\x1e')
+H=json.loads(H);M=dict(r.split('\\x1f',1)for r in R)
+class L(A.MetaPathFinder,A.Loader):
+ def find_spec(s,n,p,t=None):
+  if n in M:return U.spec_from_loader(n,s,is_package=n in H['p'])
+  if n.split('.')[0]=='stages':raise ImportError('this train_gpt.py was packed without '+n+', which this run needs: pack it for these params (golf submission)')
+ def create_module(s,spec):return None
+ def exec_module(s,m):exec(compile(M[m.__name__],'<train_gpt.py:'+m.__name__+'>','exec'),m.__dict__)
+sys.meta_path.insert(0,L())
+import stages.submit.entry as E
+if __name__=='__main__':E.main(H['params'],__file__)
+"""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    source: bytes  # the train_gpt.py file
+    modules: list[str]
+    dropped: list[str]  # definitions no bundled code names
+    codec: str  # how the payload was compressed
+    payload_bytes: int  # the minified sources and params, before compression
+
+
+def run_params(sections: dict) -> dict:
+    """The plain data a bundle freezes: every section a run reads (entry.SECTIONS), from the
+    params dataclasses in `sections` (more may be given; they are left out)."""
+    from stages.params import to_dict
+    from stages.submit.entry import SECTIONS
+
+    return {s: to_dict(sections[s]) for s in SECTIONS}
+
+
+def build_bundle(params: dict) -> Bundle:
+    """train_gpt.py for `params` (every section, resolved to plain data)."""
+    modules = bundle_modules(params)
+    packages = [m for m in modules if module_path(m).name == "__init__.py"]
+    trees = {m: ast.parse(module_path(m).read_text()) for m in modules}
+    dropped = shake(trees)
+    sources = {m: minify(tree) for m, tree in trees.items()}
+    header = json.dumps({"p": packages, "params": params}, sort_keys=True, separators=(",", ":"))
+    if any(RS in s or US in s for s in sources.values()):
+        raise BundleError("a module's source holds a payload separator character")
+    doc = (header + "".join(f"{RS}{m}{US}{s}" for m, s in sources.items())).encode()
+    packed = {"brotli": brotli.compress(doc, mode=brotli.MODE_TEXT, quality=11, lgwin=24),
+              "lzma": lzma.compress(doc, preset=9 | lzma.PRESET_EXTREME)}
+    codec = min(packed, key=lambda c: (len(packed[c]), c))
+    text = WRAPPER.format(codec=codec, data=base64.b85encode(packed[codec]).decode("ascii"))
+    return Bundle(text.encode("ascii"), modules, dropped, codec, len(doc))

@@ -1,0 +1,143 @@
+"""train_gpt.py: what it holds, that it runs on its own, and that it makes the pipeline's model file."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from golfcli.main import cli
+from golfcli.params import load_params
+from stages.submit import bundle as bundle_module
+from stages.submit.bundle import BundleError, build_bundle, bundle_modules, run_params
+from stages.submit.entry import SECTIONS
+
+TINY = """
+model: {num_layers: 2, model_dim: 64, num_heads: 4, num_kv_heads: 2}
+train: {max_steps: 6, max_wallclock_seconds: 0, batch_tokens: 1024, seq_len: 64, autocast: "off",
+        log_every: 2}
+average: {weights: []}
+quantize: {keep_float_max_numel: 1024}
+compress: {codec: zstd, level: 3}
+eval: {seq_len: 64}
+"""
+# Every optional module in use: GPTQ with calibration and LQER, the ans codec, per-document LoRA
+# TTT, and the model's record features.
+RICH = """
+model: {num_layers: 2, model_dim: 64, num_heads: 4, num_kv_heads: 2, smear_gate: true,
+        attn_gate: sparse, bigram_buckets: 64, bigram_dim: 16, skip_gates: true, xsa_last_n: 1,
+        activation: leaky_relu2}
+train: {max_steps: 6, max_wallclock_seconds: 0, batch_tokens: 1024, seq_len: 64, autocast: "off",
+        log_every: 2}
+average: {weights: [1, 3]}
+quantize: {method: gptq, grid: sdclip, bits: 6, keep_float_max_numel: 1024, lqer_rank: 2,
+           calib_batches: 2, calib_batch_seqs: 4, calib_seq_len: 64}
+compress: {codec: ans}
+eval: {mode: ttt, seq_len: 64, stride: 32, doc_isolated: true, ttt_lora_rank: 4,
+       ttt_chunk_tokens: 32, ttt_optimizer: adamw, ttt_lr: 0.001, ttt_epochs: 1}
+"""
+
+
+def _params(tmp_path: Path, text: str) -> tuple[Path, dict]:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path, run_params(load_params(path, SECTIONS))
+
+
+def run_bundle(source: bytes, folder: Path, data_dir: Path, **env) -> subprocess.CompletedProcess:
+    """train_gpt.py run in `folder` by an isolated interpreter (-I: no PYTHONPATH, no user site;
+    its import hook answers every `stages` import itself, so the installed golf is never used)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train_gpt.py").write_bytes(source)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "GOLF"))}
+    # As many threads as this process trains with: another count sums in another order.
+    threads = str(torch.get_num_threads())
+    return subprocess.run([sys.executable, "-I", "train_gpt.py"], cwd=folder, text=True,
+                          capture_output=True, timeout=600,
+                          env={**clean, "DATA_PATH": str(data_dir), "OMP_NUM_THREADS": threads,
+                               **env})
+
+
+def test_modules_follow_the_params(tmp_path):
+    _, tiny = _params(tmp_path, TINY)
+    _, rich = _params(tmp_path, RICH)
+    optional = set(bundle_module.OPTIONAL) - {"stages.train.resume", "stages.codec.layouts"}
+    assert not optional & set(bundle_modules(tiny))
+    assert optional <= set(bundle_modules(rich))
+    for name in ("stages.tools.compare", "stages.eval.audit", "golfcli.main"):
+        assert name not in bundle_modules(rich)  # nothing of the CLI, audit or tools ships
+
+
+def test_an_optional_module_imported_at_module_level_cannot_be_left_out(tmp_path, monkeypatch):
+    _, tiny = _params(tmp_path, TINY)
+    monkeypatch.setitem(bundle_module.OPTIONAL, "stages.model.plan", lambda p: False)
+    with pytest.raises(BundleError, match="imports stages.model.plan at module level"):
+        bundle_modules(tiny)
+
+
+def test_the_bundle_is_deterministic_and_its_size_is_the_counted_code(tmp_path):
+    path, tiny = _params(tmp_path, TINY)
+    first, second = build_bundle(tiny), build_bundle(tiny)
+    assert first.source == second.source
+    r = CliRunner().invoke(cli, ["submission", "--bundle-only", "--out", str(tmp_path / "b"),
+                                 "--params", str(path)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "b" / "train_gpt.py").read_bytes() == first.source
+    other = build_bundle({**tiny, "train": {**tiny["train"], "seed": 7}})
+    assert other.source != first.source  # the params are frozen inside
+
+
+def _cli_pipeline(params: Path, data_dir: Path, out: Path) -> dict:
+    steps = [["train", str(data_dir), "--out", str(out / "run")],
+             ["average", str(out / "run/final.safetensors"), str(out / "run/ema.safetensors"),
+              "--out", str(out / "avg.safetensors")],
+             ["quantize", str(out / "avg.safetensors"), "--calib", str(data_dir),
+              "--out", str(out / "q.safetensors")],
+             ["compress", str(out / "q.safetensors"), "--out", str(out / "model.golf")],
+             ["eval", str(out / "model.golf"), "--data", str(data_dir),
+              "--out", str(out / "eval.json")]]
+    for step in steps:
+        r = CliRunner().invoke(cli, [*step, "--params", str(params)])
+        assert r.exit_code == 0, (step[0], r.output)
+    return json.loads((out / "eval.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", [TINY, RICH], ids=["plain", "rich"])
+def test_the_bundle_run_makes_the_pipelines_model_file_and_score(text, tmp_path, data_dir):
+    path, params = _params(tmp_path, text)
+    bundle = build_bundle(params)
+    r = run_bundle(bundle.source, tmp_path / "folder", data_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    metrics = _cli_pipeline(path, data_dir, tmp_path / "cli")
+    assert (tmp_path / "folder/final_model.golf").read_bytes() == \
+        (tmp_path / "cli/model.golf").read_bytes()
+    log = (tmp_path / "folder/logs/seed1337.txt").read_text()
+    assert log == r.stdout
+    logged = float(re.search(r"^final_eval .* val_bpb:([0-9.]+)", log, re.M).group(1))
+    assert logged == round(metrics["val_bpb"], 6)
+    code = re.search(r"^Code size: (\d+) bytes", log, re.M).group(1)
+    assert int(code) == len(bundle.source)
+    assert re.search(r"^ledger_total: train .* within$", log, re.M)
+
+
+@pytest.mark.slow
+def test_a_run_needing_a_module_the_bundle_left_out_fails_in_one_line(tmp_path, data_dir):
+    _, tiny = _params(tmp_path, TINY)
+    r = run_bundle(build_bundle(tiny).source, tmp_path / "f", data_dir,
+                   GOLF_SET="eval.mode=ttt;train.max_steps=1")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "Error: this train_gpt.py was packed without stages.eval.ttt, which this run needs: pack "
+        "it for these params (golf submission)"]
+
+
+def test_a_bundle_without_data_says_so(tmp_path):
+    _, tiny = _params(tmp_path, TINY)
+    r = run_bundle(build_bundle(tiny).source, tmp_path / "f", Path(""), DATA_PATH="")
+    assert r.returncode == 1 and r.stderr.strip().startswith("Error: DATA_PATH is not set")
