@@ -87,6 +87,8 @@ def readme(doc: dict, params: dict, results: list) -> str:
         f"`train_gpt.py` is a self-extracting bundle of the golf {doc['golf_version']} modules "
         f"this run needs, with its params frozen inside; it trains, averages, quantizes, "
         f"compresses, writes `final_model.golf`, reads it back and evaluates it, and logs to "
-        f"`logs/`. Its own size is the counted code.", "",
+        f"`logs/`. Its own size is the counted code. It is a Latin-1 source file (PEP 263: "
+        f"`# coding: latin-1`): its compressed payload sits in a string literal as raw bytes, so "
+        f"read it as bytes or as Latin-1, not as UTF-8.", "",
     ]
     return "\n".join(lines)

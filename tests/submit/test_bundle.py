@@ -141,3 +141,19 @@ def test_a_bundle_without_data_says_so(tmp_path):
     _, tiny = _params(tmp_path, TINY)
     r = run_bundle(build_bundle(tiny).source, tmp_path / "f", Path(""), DATA_PATH="")
     assert r.returncode == 1 and r.stderr.strip().startswith("Error: DATA_PATH is not set")
+
+
+@pytest.mark.parametrize("data", [bytes(range(256)), b"\x001\x007\\'\r\n\\\\''", b"",
+                                  bytes(__import__("random").Random(0).randbytes(4096))])
+def test_any_bytes_survive_the_latin1_literal(data, tmp_path):
+    """The payload is stored raw in a Latin-1 literal: every byte value, and escapes next to
+    digits and to each other, must come back exactly when Python itself reads the file."""
+    literal = bundle_module.latin1_literal(data)
+    source = ("# coding: latin-1\nimport sys\nsys.stdout.buffer.write('" + literal
+              + "'.encode('latin-1'))\n")
+    (tmp_path / "t.py").write_bytes(source.encode("latin-1"))
+    out = subprocess.run([sys.executable, "-I", str(tmp_path / "t.py")], capture_output=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == data
+    if len(data) >= 4096:  # compressed data is close to random: escapes stay rare
+        assert len(literal) < 1.05 * len(data)
