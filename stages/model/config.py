@@ -19,6 +19,7 @@ from stages.params import ConfigError, Range, build, check, param, validate
 Activation = Literal["relu2", "leaky_relu2", "swiglu"]
 AttnGate = Literal["none", "out", "sparse"]
 Residual = Literal["none", "gptj", "two_lane"]
+SmearStyle = Literal["lambda", "blend"]
 Count = Annotated[int, Range(0)]
 Positive = Annotated[int, Range(1)]
 
@@ -55,6 +56,10 @@ class ModelConfig:
     skip_gates: bool = param(False, "sigmoid-gated U-Net skips (a blend of stream and skip)")
     smear_gate: bool = param(
         False, "add a gated share of the previous token's embedding (never across a BOS)")
+    smear_gate_style: SmearStyle = param(
+        "lambda", "SmearGate: lambda = x + lam sigmoid(W x[:12]) x_prev before the embedding norm "
+                  "(the best record's; identity at init), blend = (1 - g) x + g x_prev with a "
+                  "per-channel g = sigmoid(gate) after it (PR #401's; g = 0.5 at init)")
     attn_gate: AttnGate = param(
         "none", "per-head attention output gate: out = 2 sigmoid(W x[:12]), "
                 "sparse = sigmoid(attn_gate_scale W x[:12])")
