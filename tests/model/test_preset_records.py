@@ -30,7 +30,9 @@ RECORDS = {
         "model.parallel_start": 8,           # BEST log: parallel_start_layer: 8
         "model.ortho_init": True,            # BEST:1254-1278 _init_weights
         "model.smear_gate_style": "lambda",  # BEST:1331-1337 (BOS-masked, before the norm)
-        "train.max_wallclock_seconds": 599.5,  # BEST log: 600.0 - gptq_reserve_seconds: 0.5
+        # BEST log: 600.0 - gptq_reserve_seconds 0.5, Hessians after it; its compliant re-run
+        # (2026-04-29_SmearGateBOSFix_3Seed_1.06141 README:38-49) reserves 8 s: 592
+        "train.max_wallclock_seconds": 592,
         "train.matrix_lr": 0.026,            # BEST log: matrix_lr: 0.026
         "train.embed_lr": 0.03,              # BEST log: tied_embed_lr: 0.03
         "train.scalar_lr": 0.02,             # BEST log: scalar_lr: 0.02
