@@ -6,6 +6,8 @@ of the later records is off by default. What each switch does: docs/techniques.m
 Artifact format 1 stores the config in its first layout, where the attention gate was two exclusive
 booleans (`attn_out_gate`, `sparse_attn_gate` + `sparse_attn_gate_scale`); `to_metadata` and
 `from_metadata` translate, so every artifact ever written still loads and new ones keep the format.
+`smear_gate_style` is stored only when it is not the default, so artifacts of configs without it
+are byte for byte what they were before it existed.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ class ModelConfig:
         gate, scale = d.pop("attn_gate"), d.pop("attn_gate_scale")
         d.update(attn_out_gate=gate == "out", sparse_attn_gate=gate == "sparse",
                  sparse_attn_gate_scale=scale)
+        if d["smear_gate_style"] == "lambda":  # the default, left out: every artifact written
+            del d["smear_gate_style"]           # before the key existed stays byte-identical
         return d
 
     @classmethod
