@@ -108,6 +108,13 @@ RECORDS = {
         "train.ema_decay": 0.997,            # R1271 README: EMA_DECAY=0.997
         "quantize.group_bits": {"embedding": 8, "other": 8},  # R1271:1460 int6 only mlp, attn
     },
+    "pr455": {  # no record of its own: what both neighbours' code (R1271, P401) does alike
+        "model.smear_gate_style": "blend",   # R1271:653, P401:532-538
+        "model.rope_ntk_train_len": 1024,    # R1271:622, P401:501
+        "model.ortho_init": True,            # R1271:793-805, P401:713-725
+        "model.ve_layers": (9, 10),          # P401:86 VE_LAYERS "9,10"
+        "quantize.group_bits": {"embedding": 8, "other": 8},  # R1271:1460, P401:1314
+    },
     "pr264": {
         "model.bigram_buckets": 10240,       # R10L:89 BIGRAM_VOCAB_SIZE 10240
         "model.smear_gate_style": "blend",   # R10L:575 SmearGate (per-channel blend)
