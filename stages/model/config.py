@@ -6,6 +6,8 @@ of the later records is off by default. What each switch does: docs/techniques.m
 Artifact format 1 stores the config in its first layout, where the attention gate was two exclusive
 booleans (`attn_out_gate`, `sparse_attn_gate` + `sparse_attn_gate_scale`); `to_metadata` and
 `from_metadata` translate, so every artifact ever written still loads and new ones keep the format.
+`smear_gate_style` is stored only when it is not the default, so artifacts of configs without it
+are byte for byte what they were before it existed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from stages.params import ConfigError, Range, build, check, param, validate
 Activation = Literal["relu2", "leaky_relu2", "swiglu"]
 AttnGate = Literal["none", "out", "sparse"]
 Residual = Literal["none", "gptj", "two_lane"]
+SmearStyle = Literal["lambda", "blend"]
 Count = Annotated[int, Range(0)]
 Positive = Annotated[int, Range(1)]
 
@@ -55,6 +58,10 @@ class ModelConfig:
     skip_gates: bool = param(False, "sigmoid-gated U-Net skips (a blend of stream and skip)")
     smear_gate: bool = param(
         False, "add a gated share of the previous token's embedding (never across a BOS)")
+    smear_gate_style: SmearStyle = param(
+        "lambda", "SmearGate: lambda = x + lam sigmoid(W x[:12]) x_prev before the embedding norm "
+                  "(the best record's; identity at init), blend = (1 - g) x + g x_prev with a "
+                  "per-channel g = sigmoid(gate) after it (PR #401's; g = 0.5 at init)")
     attn_gate: AttnGate = param(
         "none", "per-head attention output gate: out = 2 sigmoid(W x[:12]), "
                 "sparse = sigmoid(attn_gate_scale W x[:12])")
@@ -130,6 +137,8 @@ class ModelConfig:
         gate, scale = d.pop("attn_gate"), d.pop("attn_gate_scale")
         d.update(attn_out_gate=gate == "out", sparse_attn_gate=gate == "sparse",
                  sparse_attn_gate_scale=scale)
+        if d["smear_gate_style"] == "lambda":  # the default, left out: every artifact written
+            del d["smear_gate_style"]           # before the key existed stays byte-identical
         return d
 
     @classmethod

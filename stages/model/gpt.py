@@ -34,7 +34,8 @@ from torch import nn
 from stages.errors import GolfError
 from stages.model.attention import CausalSelfAttention, rms_norm
 from stages.model.config import ModelConfig
-from stages.model.features import GATE_INPUT_DIMS, BigramHash, ValueEmbedding, smear
+from stages.model.features import (GATE_INPUT_DIMS, BigramHash, ValueEmbedding, smear,
+                                   smear_blend)
 from stages.model.plan import LayerPlan, layer_plan, num_skip_slots, virtual_layers
 from stages.model.qat import QATLinear, QATState
 from stages.model.roles import CONTROL, Role, matrix, role_map, table
@@ -117,11 +118,11 @@ class Block(nn.Module):
     def two_lane(self, lane0: torch.Tensor, lane1: torch.Tensor, x0: torch.Tensor,
                  post: torch.Tensor, resid: torch.Tensor,
                  ve: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two residual lanes: attention reads lane0 (resid-mixed with x0), the MLP reads lane1 as
-        it was before this layer; each lane keeps resid[lane] of itself and takes post[source, lane]
-        of each output (source 0 = attention, 1 = MLP)."""
-        lane0 = self.mix(lane0, x0)
-        a, m = self.attend(lane0, ve), self.feed_forward(lane1)
+        """Two residual lanes (the best record's `_parallel_block`): attention reads lane0
+        resid-mixed with x0, the MLP reads lane1 as it was before this layer; each lane keeps
+        resid[lane] of itself, *unmixed* (the mix feeds attention only), and takes post[source,
+        lane] of each output (source 0 = attention, 1 = MLP)."""
+        a, m = self.attend(self.mix(lane0, x0), ve), self.feed_forward(lane1)
         post, resid = post.to(lane0.dtype), resid.to(lane0.dtype)
         new0 = resid[0] * lane0 + post[0, 0] * a + post[1, 0] * m
         new1 = resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m
@@ -148,9 +149,12 @@ class GPT(nn.Module):
         # Zero-init gates: sigmoid(0) = 0.5, an even blend of stream and skip.
         self.skip_gates = nn.Parameter(torch.zeros(num_skips, cfg.model_dim)) \
             if cfg.skip_gates else None
-        # SmearGate, zero-init lambda: the identity at init.
-        self.smear_w = nn.Parameter(torch.zeros(GATE_INPUT_DIMS)) if cfg.smear_gate else None
-        self.smear_lambda = nn.Parameter(torch.zeros(1)) if cfg.smear_gate else None
+        # SmearGate, lambda style zero-init: the identity at init; blend style: g = 0.5 at init.
+        lam = cfg.smear_gate and cfg.smear_gate_style == "lambda"
+        self.smear_w = nn.Parameter(torch.zeros(GATE_INPUT_DIMS)) if lam else None
+        self.smear_lambda = nn.Parameter(torch.zeros(1)) if lam else None
+        self.smear_blend = nn.Parameter(torch.zeros(cfg.model_dim)) \
+            if cfg.smear_gate and not lam else None
         two_lane = cfg.parallel_residual == "two_lane"  # per physical layer; loops share them
         self.parallel_post_lambdas = nn.Parameter(torch.ones(cfg.num_layers, 2, 2)) \
             if two_lane else None  # (layer, source: attn/mlp, lane)
@@ -158,17 +162,20 @@ class GPT(nn.Module):
             if two_lane else None  # (layer, lane)
         if cfg.ortho_init:
             self._orthogonal_init()
-        self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim) \
-            if cfg.bigram_buckets else None
-        self.ve = ValueEmbedding(cfg.vocab_size, cfg.ve_dim, cfg.num_kv_heads * cfg.head_dim) \
+        # The input features' projections are orthogonal x 1/sqrt(2L) whether or not ortho_init
+        # is set: every record that has them initialised them so (features.py).
+        self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim,
+                                 cfg.num_layers) if cfg.bigram_buckets else None
+        kv_dim = cfg.num_kv_heads * cfg.head_dim
+        self.ve = ValueEmbedding(cfg.vocab_size, cfg.ve_dim, kv_dim, cfg.num_layers) \
             if cfg.ve_layers else None
         self.final_norm = RMSNorm()  # its output is the tied head's input (GPTQ hooks it)
         self.set_looping(cfg.num_loops > 0)
 
     def roles(self) -> dict[str, Role]:
         roles = {self.HEAD_WEIGHT: table("embedding"), "skip_weights": CONTROL}
-        optional = ("skip_gates", "smear_w", "smear_lambda", "parallel_post_lambdas",
-                    "parallel_resid_lambdas")
+        optional = ("skip_gates", "smear_w", "smear_lambda", "smear_blend",
+                    "parallel_post_lambdas", "parallel_resid_lambdas")
         return roles | {name: CONTROL for name in optional if getattr(self, name) is not None}
 
     def roles_by_name(self) -> dict[str, Role]:
@@ -201,13 +208,17 @@ class GPT(nn.Module):
                 module.set(bits, clip_sigmas)
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        """The normalised input stream x0 (B, T, d): token (+ bigram) embedding, SmearGate, RMSNorm."""
+        """The normalised input stream x0 (B, T, d): token (+ bigram) embedding, SmearGate, RMSNorm
+        (the blend SmearGate comes after the norm, as in its record)."""
         x = self.tok_emb(idx)
         if self.bigram is not None:
             x = x + self.bigram(idx).to(x.dtype)
         if self.smear_w is not None:
             x = smear(x, idx, self.smear_w, self.smear_lambda)
-        return rms_norm(x)
+        x = rms_norm(x)
+        if self.smear_blend is not None:
+            x = smear_blend(x, idx, self.smear_blend)
+        return x
 
     def _add_skip(self, x: torch.Tensor, slot: int, skip: torch.Tensor) -> torch.Tensor:
         skip = self.skip_weights[slot].to(x.dtype) * skip
@@ -219,8 +230,9 @@ class GPT(nn.Module):
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         """Final hidden states (B, T, d) before the final norm, by walking the layer plan.
 
-        `x` is the residual stream, and lane0 once two lanes run (lane1 starts as its copy); U-Net
-        skips are saved from and added to it only.
+        `x` is the residual stream, and lane0 once two lanes run. Both lanes start as the stream
+        as it reaches the first two-lane position, before that position's U-Net skip, which (like
+        every later one) is added to lane0 only; skips are saved from `x`.
         """
         x = self.embed(idx)
         x0 = x
@@ -228,6 +240,8 @@ class GPT(nn.Module):
         lane1 = None
         saved: dict[int, torch.Tensor] = {}
         for step in self.plan.steps:
+            if step.mode == "two_lane" and lane1 is None:
+                lane1 = x
             if step.skip_from is not None:
                 x = self._add_skip(x, step.skip_slot, saved.pop(step.skip_from))
             block = self.blocks[step.layer]
@@ -236,7 +250,6 @@ class GPT(nn.Module):
             elif step.mode == "gptj":
                 x = block.parallel(x, x0, ve)
             else:
-                lane1 = x if lane1 is None else lane1
                 x, lane1 = block.two_lane(x, lane1, x0, self.parallel_post_lambdas[step.layer],
                                           self.parallel_resid_lambdas[step.layer], ve)
             if step.saves:

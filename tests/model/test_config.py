@@ -76,3 +76,13 @@ def test_old_layout_metadata_still_loads():
     assert (cfg.attn_gate, cfg.attn_gate_scale) == ("sparse", 0.3)
     minimal = ModelConfig.from_metadata({"vocab_size": 64, "num_layers": 2})  # the rest: defaults
     assert minimal.attn_gate == "none" and minimal.num_layers == 2
+
+
+def test_smear_gate_style_is_stored_only_when_it_is_not_the_default():
+    """So the metadata (and bytes) of every artifact of a config without the blend SmearGate are
+    what they were before the key existed."""
+    assert "smear_gate_style" not in EVERY_FEATURE.to_metadata()
+    blend = dataclasses.replace(EVERY_FEATURE, smear_gate_style="blend")
+    assert blend.to_metadata()["smear_gate_style"] == "blend"
+    assert ModelConfig.from_metadata(blend.to_metadata()) == blend
+    assert ModelConfig.from_metadata(EVERY_FEATURE.to_metadata()) == EVERY_FEATURE
