@@ -4,6 +4,8 @@ params.py    EvalParams, the `eval` section
 evaluate.py  load a model (checkpoint, quantized artifact or blob) and score the validation split
 scoring.py   windows (chunked, sliding, per document) and exact-once scoring
 ttt.py       score-first test-time training (global, per-document LoRA)
+lora.py      per-document LoRA adapters at the best record's sites, one per virtual layer
+phased.py    phased TTT: global SGD over documents already scored, between LoRA batches
 audit.py     `golf audit`: the legality checks, run through the same scoring pass
 provenance.py  the audit's provenance check: tokenizer and training data, by content, vs DATA_DIR
 

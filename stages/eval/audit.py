@@ -5,13 +5,16 @@ reported number, on a short prefix of the validation stream so the whole audit t
 
 1. causality - at sampled positions u, change token u; the distribution predicted for every target
    t < u (the prediction of token u itself included: a scorer that peeks at its target fails here)
-   and the loss of every target t < u - 1 must not move. Under TTT this also catches training on a
-   chunk before scoring it: the early targets of the chunk would then depend on the changed token.
+   and the loss of every target t < u - 1 must not move, unless t was scored after token u was (the
+   event log's order: per-document LoRA and phased TTT score documents longest first, and what
+   they learnt from a scored document legally reaches documents scored later). Under TTT this
+   also catches training on a chunk before scoring it: the early targets of the chunk would then
+   depend on the changed token.
 2. normalisation - at the probed targets the full-vocabulary probabilities sum to 1 (within 1e-4),
    and the committed loss is -log of that distribution at the target.
 3. score before update - the pass's event log (written by ScoredChunks and TTTTrainer) shows each
    chunk scored once, every update using only targets already scored and committed, and no update
-   with the last chunk; every target of the prefix is scored exactly once.
+   using a target of the last chunk scored; every target of the prefix is scored exactly once.
 4. byte accounting - over the whole validation split, the byte total val_bpb divides by equals the
    UTF-8 length of the validation text for a lossless tokenizer (manifest.json). For a normalising
    tokenizer the table total, the decoded-text total and their difference are reported; a difference
@@ -122,6 +125,15 @@ def _not_finite(scores: Scores) -> str | None:
     return None
 
 
+def score_order(scores: Scores) -> np.ndarray:
+    """When each target was scored: the index of its score event (0 for all without TTT)."""
+    order = np.zeros(len(scores.counts), dtype=np.int64)
+    for i, event in enumerate(e for e in scores.events if e[0] == "score"):
+        for lo, hi in event[2]:
+            order[lo:hi] = i
+    return order
+
+
 def check_causality(evaluate: Evaluator, tokens: torch.Tensor, vocab: int, samples: int,
                     rng: np.random.Generator) -> tuple[Check, Scores]:
     sites = _perturbation_sites(tokens.numpy(), samples, rng)
@@ -134,7 +146,12 @@ def check_causality(evaluate: Evaluator, tokens: torch.Tensor, vocab: int, sampl
         return Check("causality", False, f"nothing to probe: no token to change among the first "
                                          f"{len(tokens)} validation tokens"), base
     worst, where = 0.0, ""
+    order = score_order(base)
     for u in sites:
+        # Token u may reach targets after it (as context) and, under TTT, targets scored after
+        # it was (target u - 1 is token u). Nothing else: not an earlier target scored before or
+        # with it (in stream order that is every earlier target).
+        before = np.flatnonzero(order[:u] <= order[u - 1])
         moved = evaluate(_replace_token(tokens, u, vocab, rng), probes)
         missing = sorted(probes - base.probes.keys() | probes - moved.probes.keys())
         if missing:
@@ -143,10 +160,11 @@ def check_causality(evaluate: Evaluator, tokens: torch.Tensor, vocab: int, sampl
         if bad:
             return Check("causality", False, bad), base
         diffs = [(float(np.abs(base.probes[t] - moved.probes[t]).max()), f"distribution at {t}")
-                 for t in sorted(probes) if t < u]
-        if u - 1 > 0:
-            d = np.abs(base.nll[:u - 1] - moved.nll[:u - 1])
-            diffs.append((float(d.max()), f"loss at {int(d.argmax())}"))
+                 for t in sorted(probes) if t < u and order[t] <= order[u - 1]]
+        losses = before[before < u - 1]  # the loss of target u - 1 is -log p(token u)
+        if len(losses):
+            d = np.abs(base.nll[losses] - moved.nll[losses])
+            diffs.append((float(d.max()), f"loss at {int(losses[d.argmax()])}"))
         for diff, what in diffs:
             if diff > worst:
                 worst, where = diff, f"{what} moved by {diff:.3g} when token {u} changed"
@@ -180,29 +198,31 @@ def check_score_before_update(base: Scores) -> Check:
         return Check("score before update", False,
                      f"target {bad} scored {int(base.counts[bad])} times (must be exactly once)")
     scored = np.zeros(len(base.counts), dtype=bool)
-    seen: set[int] = set()
-    updated: set[int] = set()
+    trained = np.zeros(len(base.counts), dtype=bool)
+    seen: set = set()
+    last: tuple = ()
     for event in base.events:
-        kind, chunk = event[0], event[1]
+        kind, chunk, spans = event[0], event[1], event[2]
         if kind == "score":
             if chunk in seen:
                 return Check("score before update", False, f"chunk {chunk} scored twice")
             seen.add(chunk)
-            for lo, hi in event[2]:
+            last = (chunk, spans)
+            for lo, hi in spans:
                 scored[lo:hi] = True
         elif kind == "update":
-            lo, hi = event[2]
-            if not scored[lo:hi].all():
-                first = lo + int(np.flatnonzero(~scored[lo:hi])[0])
-                return Check("score before update", False,
-                             f"update with chunk {chunk} used target {first} before it was scored")
-            updated.add(chunk)
+            for lo, hi in spans:
+                if not scored[lo:hi].all():
+                    first = lo + int(np.flatnonzero(~scored[lo:hi])[0])
+                    return Check("score before update", False,
+                                 f"update with chunk {chunk} used target {first} before it was "
+                                 f"scored")
+                trained[lo:hi] = True
     if not base.events:
         return Check("score before update", True,
                      f"no updates; all {len(base.counts)} targets scored exactly once")
-    last = max(seen)
-    if last in updated:
-        return Check("score before update", False, f"the last chunk ({last}) was trained on")
+    if any(trained[lo:hi].any() for lo, hi in last[1]):
+        return Check("score before update", False, f"the last chunk ({last[0]}) was trained on")
     n_updates = sum(1 for e in base.events if e[0] == "update")
     return Check("score before update", True,
                  f"{len(seen)} chunks each scored once, {n_updates} updates on scored targets only, "

@@ -70,6 +70,19 @@ def sliding_windows(offset: int, n_targets: int, seq_len: int, stride: int) -> l
         ws += stride
 
 
+def document_chunk_windows(offset: int, n_targets: int, seq_len: int, chunk: int) -> list[Window]:
+    """Per-document TTT chunks of one document (targets [offset, offset + n_targets)): chunk c is
+    targets [c*chunk, (c+1)*chunk) of the document (the last one shorter), scored with the context
+    [max(0, end - seq_len), end) that ends where the chunk ends, so the first chunks of every
+    document are small too (the best record's `_compute_chunk_window`)."""
+    windows = []
+    for lo in range(0, n_targets, chunk):
+        end = min(lo + chunk, n_targets)
+        start = max(0, end - seq_len)
+        windows.append(Window(offset + start, end - start, lo - start))
+    return windows
+
+
 def plan_windows(tokens: np.ndarray, seq_len: int, stride: int, doc_isolated: bool) -> list[Window]:
     """All windows of a scoring pass, in stream order."""
     return [w for off, n in segments(tokens, doc_isolated)

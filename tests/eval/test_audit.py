@@ -25,6 +25,10 @@ from tests.conftest import TINY_MODEL
 SLIDING = EvalParams(mode="sliding", seq_len=64, stride=32, batch_seqs=8)
 TTT = EvalParams(mode="ttt", seq_len=64, stride=32, batch_seqs=8, ttt_chunk_tokens=64,
                  ttt_epochs=2, ttt_lr=0.02)
+LORA = EvalParams(mode="ttt", seq_len=64, batch_seqs=8, ttt_chunk_tokens=16, ttt_lora_rank=4,
+                  ttt_optimizer="adamw", ttt_momentum=0.0, ttt_lr=0.01, ttt_epochs=1,
+                  ttt_lora_batch_docs=2, ttt_phased_prefix_docs=2, ttt_phased_phases=2,
+                  ttt_phased_chunk_tokens=64)
 PREFIX = 256
 
 
@@ -53,8 +57,8 @@ def with_provenance(path, tmp_path, **changes):
 
 
 @pytest.mark.parametrize("params", [SLIDING, TTT, EvalParams(mode="sliding", seq_len=64, stride=16,
-                                                             doc_isolated=True)],
-                         ids=["sliding", "ttt", "isolated"])
+                                                             doc_isolated=True), LORA],
+                         ids=["sliding", "ttt", "isolated", "lora-phased"])
 def test_a_legal_run_passes_every_check(legal, data_dir, params):
     checks = run_audit(legal, data_dir, params)
     assert [n for n, c in checks.items() if not c.passed] == [], checks
@@ -88,7 +92,7 @@ def test_adapt_then_score_ttt_is_caught(legal, data_dir):
         trainer = TTTTrainer(net, TTT, len(chunks), scores)
         builder = ScoredChunks(chunks, tokens, TTT.seq_len, None, scores)
         for chunk in chunks:
-            trainer.step(builder._training_chunk(chunk))  # deliberately before the scoring
+            trainer.step(builder._training_chunk([chunk]))  # deliberately before the scoring
             score_windows(model_log_probs(net), tokens, chunk.windows, 8, scores, probes)
             scores.events.append(("score", chunk.index, [w.scored for w in chunk.windows]))
         return scores

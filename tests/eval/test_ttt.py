@@ -45,13 +45,14 @@ def test_scored_chunks_yield_only_scored_chunks_and_never_the_last():
     chunks = global_chunks(windows, 40, 10)
     scores = Scores.empty(40)
 
-    def score(chunk):
-        for w in chunk.windows:
-            scores.commit(w.scored[0], np.zeros(w.length))
+    def score(step):
+        for chunk in step:
+            for w in chunk.windows:
+                scores.commit(w.scored[0], np.zeros(w.length))
 
     yielded = []
     for item in ScoredChunks(chunks, tokens, 10, score, scores):
-        lo, hi = item.span
+        (lo, hi), = item.spans
         assert (scores.counts[lo:hi] == 1).all()  # committed before it is handed out
         assert (scores.counts[hi:] == 0).all()  # and the next chunk not scored yet
         yielded.append(item.index)
@@ -112,10 +113,10 @@ def test_lora_ttt_adapts_adapters_only_and_removes_its_hooks(model, documents):
     assert any(e[0] == "update" for e in scores.events)
     assert all(torch.equal(v, model.state[k]) for k, v in net.state_dict().items())  # base frozen
     assert all(not m._forward_hooks for m in net.modules())
-    # With B = 0 at every document start, each document's first window scores as without TTT.
+    # With B = 0 at every document start, each document's first chunk scores as without TTT.
     plain = score_stream(model, documents, EvalParams(mode="sliding", seq_len=64, stride=32,
                                                       doc_isolated=True))
-    firsts = [(off, off + min(64, n)) for off, n in segments(documents.numpy(), True)]
+    firsts = [(off, off + min(32, n)) for off, n in segments(documents.numpy(), True)]
     assert len(firsts) == 4
     for lo, hi in firsts:
         np.testing.assert_allclose(scores.nll[lo:hi], plain.nll[lo:hi], rtol=1e-5, atol=1e-6)

@@ -7,12 +7,10 @@ from torch import nn
 
 from golfcli.params import load_params
 from stages.artifacts import Artifact
-from stages.eval.ttt import LoRAAdapters
 from stages.model.config import ModelConfig
 from stages.model.gpt import GPT, roles_for
 from stages.model.roles import (
     CONTROL,
-    LORA_TARGETS,
     QUANT_GROUPS,
     HasRoles,
     RoleError,
@@ -30,9 +28,6 @@ CONFIGS = {p.stem: load_params(p, {"model": ModelConfig})["model"] for p in PRES
 CONFIGS |= {"every_feature": EVERY_FEATURE}
 # What the docs say each kind is trained with (stages/train/optim.py).
 OPTIMIZER_GROUP = {"matrix": "matrix", "table": "embed", "control": "scalar"}
-# The projection each TTT target names (eval.ttt_lora_targets).
-LORA_MODULE = {"q": "attn.c_q", "k": "attn.c_k", "v": "attn.c_v", "o": "attn.proj",
-               "up": "mlp.fc", "down": "mlp.proj"}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -149,16 +144,3 @@ def test_quantized_storage_follows_roles(every_feature_quantized):
             assert q.tensors[name].dtype == getattr(torch, expected), name
     schemes = {e["scheme"] for e in table.values()}
     assert schemes == {"int_per_row", "float16", "float32"}
-
-
-@pytest.mark.parametrize("targets", [["q", "v"], ["o", "up", "down"], list(LORA_TARGETS)])
-def test_lora_adapters_go_exactly_on_the_modules_whose_role_is_targeted(targets):
-    net = GPT(EVERY_FEATURE)  # also has bigram/ve projections and SwiGLU gates: never adapted
-    adapters = LoRAAdapters(net, targets, rank=2, alpha=4.0)
-    expected = {f"blocks.{i}.{LORA_MODULE[t]}" for i in range(EVERY_FEATURE.num_layers)
-                for t in targets}
-    assert set(adapters.a) == set(adapters.b) == expected
-    hooked = {n for n, m in net.named_modules() if m._forward_hooks}
-    assert hooked == expected
-    adapters.remove()
-    assert not any(m._forward_hooks for m in net.modules())
