@@ -8,6 +8,8 @@ lora.py      per-document LoRA adapters at the best record's sites, one per virt
 phased.py    phased TTT: global SGD over documents already scored, between LoRA batches
 audit.py     `golf audit`: the legality checks, run through the same scoring pass
 provenance.py  the audit's provenance check: tokenizer and training data, by content, vs DATA_DIR
+isolation.py the audit's document-isolation check, in the model and in the eval
+probes.py    what the audit's checks share: the verdict record, the probed pass, token swaps
 
 Nothing here imports GPTQ or calibration: quantized weights are read back with
 stages/quant/format.py. Importing one module never imports the rest of the package.

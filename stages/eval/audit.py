@@ -45,8 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,21 +62,8 @@ from stages.eval.params import EvalParams
 from stages.eval.provenance import provenance_check
 from stages.eval.scoring import Scores, stream_target_bytes
 from stages.files import sha256_file
-from stages.model.gpt import build_model
-
-TOLERANCE = 1e-5  # the same computation on the same inputs: only a real dependence moves a score
-NORM_TOLERANCE = 1e-4
-
-# A scoring pass: token stream (int64, CPU) and probe targets -> what it committed.
-Evaluator = Callable[[torch.Tensor, frozenset[int]], Scores]
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-
+from stages.eval.isolation import check_isolation
+from stages.eval.probes import NORM_TOLERANCE, TOLERANCE, Check, Evaluator, replace_token
 
 def default_evaluator(model: LoadedModel, params: EvalParams) -> Evaluator:
     """The pass `golf eval` runs with these params."""
@@ -101,16 +87,6 @@ def _perturbation_sites(tokens: np.ndarray, samples: int, rng: np.random.Generat
     candidates = [u for u in range(2, len(tokens)) if tokens[u] != BOS_ID]
     picks = rng.choice(len(candidates), size=min(samples, len(candidates)), replace=False)
     return sorted(candidates[i] for i in picks)
-
-
-def _replace_token(tokens: torch.Tensor, u: int, vocab: int, rng: np.random.Generator) -> torch.Tensor:
-    """A copy with token u replaced by another id that is not BOS (document structure unchanged)."""
-    new = int(tokens[u])
-    while new in (int(tokens[u]), BOS_ID):
-        new = int(rng.integers(0, vocab))
-    out = tokens.clone()
-    out[u] = new
-    return out
 
 
 def _not_finite(scores: Scores) -> str | None:
@@ -152,7 +128,7 @@ def check_causality(evaluate: Evaluator, tokens: torch.Tensor, vocab: int, sampl
         # it was (target u - 1 is token u). Nothing else: not an earlier target scored before or
         # with it (in stream order that is every earlier target).
         before = np.flatnonzero(order[:u] <= order[u - 1])
-        moved = evaluate(_replace_token(tokens, u, vocab, rng), probes)
+        moved = evaluate(replace_token(tokens, u, vocab, rng), probes)
         missing = sorted(probes - base.probes.keys() | probes - moved.probes.keys())
         if missing:
             return Check("causality", False, f"targets {missing[:5]} were never scored"), base
@@ -284,75 +260,6 @@ def check_size(model: LoadedModel, code_bytes: int | None, tokenizer_bytes: int)
 def check_provenance(model: LoadedModel, data_dir: Path, val: ValTokens) -> Check:
     tokenizer_sha = sha256_file(find_tokenizer(data_dir))
     return Check("provenance", *provenance_check(model, data_dir, val, tokenizer_sha))
-
-
-# ---------------------------------------------------------------------------------------------------
-# 7: documents stay apart
-# ---------------------------------------------------------------------------------------------------
-
-def _first_block_input(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    seen = []
-    handle = net.blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
-    try:
-        with torch.inference_mode():
-            net(x)
-    finally:
-        handle.remove()
-    return seen[0]
-
-
-def _first_boundary(stream: np.ndarray) -> int | None:
-    """Index of the first BOS that has at least two tokens before it, if any."""
-    found = [int(b) for b in np.flatnonzero(stream[2:] == BOS_ID) + 2]
-    return found[0] if found else None
-
-
-def _model_boundary(model: LoadedModel, stream: np.ndarray, b: int,
-                    rng: np.random.Generator) -> tuple[bool, str]:
-    lo, hi = max(0, b - 32), min(len(stream), b + 32)
-    x = torch.from_numpy(stream[lo:hi].copy())
-    moved = _replace_token(x, b - 1 - lo, model.config.vocab_size, rng)
-    net = build_model(model.config, model.state).eval()
-    diff = (_first_block_input(net, x[None]) - _first_block_input(net, moved[None]))[0, b - lo:]
-    diff = float(diff.abs().max())
-    if not diff <= TOLERANCE:  # NaN included
-        return False, (f"model: the input to the first block at the BOS at {b} depends on the "
-                       f"previous document's last token (diff {diff:.3g}): something before "
-                       f"attention, e.g. a SmearGate without its BOS mask, crosses documents")
-    return True, "model: first-block input at a BOS independent of the previous document"
-
-
-def _eval_boundary(evaluate: Evaluator, stream: np.ndarray, b: int, seq_len: int, vocab: int,
-                   rng: np.random.Generator) -> tuple[bool, str]:
-    """Score an excerpt holding the end of one document and the start of the next, twice."""
-    bos = np.flatnonzero(stream == BOS_ID)
-    a = max([int(p) for p in bos if p < b] + [b - seq_len, 0])
-    end = min([int(p) for p in bos if p > b] + [b + seq_len, len(stream) - 1])
-    excerpt = torch.from_numpy(stream[a:end + 1].copy())
-    u = int(rng.integers(1, b - a))
-    base = evaluate(excerpt, frozenset())
-    moved = evaluate(_replace_token(excerpt, u, vocab, rng), frozenset())
-    diff = float(np.abs(base.nll[b - a:end - a] - moved.nll[b - a:end - a]).max())
-    if not diff <= TOLERANCE:  # NaN included
-        return False, (f"eval: changing token {a + u} of one document moved a loss of the next "
-                       f"document (at {b}) by {diff:.3g}")
-    return True, f"eval: losses of the document at {b} unchanged by its predecessor"
-
-
-def check_isolation(model: LoadedModel, params: EvalParams, evaluate: Evaluator,
-                    stream: np.ndarray, rng: np.random.Generator) -> Check:
-    b = _first_boundary(stream)
-    if b is None:
-        return Check("document isolation", False,
-                     "nothing to probe: no document boundary in the validation split")
-    results = [_model_boundary(model, stream, b, rng)]
-    if params.doc_isolated and params.mode != "ttt":
-        results.append(_eval_boundary(evaluate, stream, b, params.seq_len,
-                                      model.config.vocab_size, rng))
-    else:
-        results.append((True, "eval: documents share context in this mode (isolation not claimed)"))
-    return Check("document isolation", all(ok for ok, _ in results),
-                 "; ".join(text for _, text in results))
 
 
 # ---------------------------------------------------------------------------------------------------
