@@ -114,8 +114,8 @@ class CausalSelfAttention(nn.Module):
         self.ve_lambda = nn.Parameter(torch.ones(1)) if value_embed else None
 
     def roles(self) -> dict[str, Role]:
-        roles = {"c_q.weight": matrix("attn_q", "q"), "c_k.weight": matrix("attn_k", "k"),
-                 "c_v.weight": matrix("attn_v", "v"), "proj.weight": matrix("attn_out", "o"),
+        roles = {"c_q.weight": matrix("attn_q"), "c_k.weight": matrix("attn_k"),
+                 "c_v.weight": matrix("attn_v"), "proj.weight": matrix("attn_out"),
                  "q_gain": CONTROL}
         roles |= {name: CONTROL for name in ("attn_gate_w", "ve_lambda")
                   if getattr(self, name) is not None}

@@ -61,7 +61,7 @@ class MLP(nn.Module):
         nn.init.zeros_(self.proj.weight)
 
     def roles(self) -> dict[str, Role]:
-        roles = {"fc.weight": matrix("mlp_up", "up"), "proj.weight": matrix("mlp_down", "down")}
+        roles = {"fc.weight": matrix("mlp_up"), "proj.weight": matrix("mlp_down")}
         return roles | ({"gate.weight": matrix()} if self.gate is not None else {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

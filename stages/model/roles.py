@@ -6,9 +6,7 @@ A `Role` says everything later stages need to know about a tensor, so none of th
   table: trained by AdamW at the embedding LR; fp16 when small, else quantized) or `control`
   (a scale, gate, mix or lambda: AdamW at the scalar LR; fp32 when kept in float);
 - `group`: the quantization group, whose tensors share bits, clip rule and codec histogram
-  (`quantize.group_bits`, `compress --report`);
-- `lora`: the short name per-document LoRA TTT uses for the projection (`eval.ttt_lora_targets`),
-  or None when TTT may not put an adapter on it.
+  (`quantize.group_bits`, `compress --report`).
 
 Every module with parameters implements `roles()` for its own parameters and those of its plain
 children (an `nn.Linear` or `nn.Embedding` does not know what it is used for); `role_map` collects
@@ -28,10 +26,8 @@ from stages.errors import GolfError
 Kind = Literal["matrix", "table", "control"]
 QuantGroup = Literal["embedding", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_up", "mlp_down",
                      "other"]
-LoraTarget = Literal["q", "k", "v", "o", "up", "down"]
 # Canonical order: how reports and the codecs list the groups.
 QUANT_GROUPS: tuple[str, ...] = QuantGroup.__args__
-LORA_TARGETS: tuple[str, ...] = LoraTarget.__args__
 
 
 class RoleError(GolfError):
@@ -42,14 +38,13 @@ class RoleError(GolfError):
 class Role:
     kind: Kind
     group: QuantGroup = "other"
-    lora: LoraTarget | None = None
 
 
 CONTROL = Role("control")
 
 
-def matrix(group: QuantGroup = "other", lora: LoraTarget | None = None) -> Role:
-    return Role("matrix", group, lora)
+def matrix(group: QuantGroup = "other") -> Role:
+    return Role("matrix", group)
 
 
 def table(group: QuantGroup = "other") -> Role:

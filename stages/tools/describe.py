@@ -65,6 +65,6 @@ def format_description(d: dict) -> list[str]:
     width = max(len(t["name"]) for t in d["tensors"])
     for t in d["tensors"]:
         role = d["roles"].get(t["name"]) or d["roles"].get(t["name"].rsplit(".", 1)[0])
-        what = f"{role['kind']}/{role['group']}/{role['lora'] or '-'}" if role else ""
+        what = f"{role['kind']}/{role['group']}" if role else ""
         lines.append(f"  {t['name']:<{width}}  {t['dtype']:<8} {str(t['shape']):<14} {what}")
     return lines

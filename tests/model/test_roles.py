@@ -83,15 +83,15 @@ def test_a_parameter_without_a_role_is_refused():
 
 
 def test_baseline_tensors_are_grouped_by_what_they_are():
-    groups = {"attn.c_q.weight": ("attn_q", "q"), "attn.c_k.weight": ("attn_k", "k"),
-              "attn.c_v.weight": ("attn_v", "v"), "attn.proj.weight": ("attn_out", "o"),
-              "mlp.fc.weight": ("mlp_up", "up"), "mlp.proj.weight": ("mlp_down", "down")}
+    groups = {"attn.c_q.weight": "attn_q", "attn.c_k.weight": "attn_k",
+              "attn.c_v.weight": "attn_v", "attn.proj.weight": "attn_out",
+              "mlp.fc.weight": "mlp_up", "mlp.proj.weight": "mlp_down"}
     roles = roles_for(BASE)
     assert (roles["tok_emb.weight"].kind, roles["tok_emb.weight"].group) == ("table", "embedding")
     for name, role in roles.items():
         suffix = name.split(".", 2)[-1] if name.startswith("blocks.") else None
         if suffix in groups:
-            assert (role.kind, role.group, role.lora) == ("matrix", *groups[suffix]), name
+            assert (role.kind, role.group) == ("matrix", groups[suffix]), name
         elif name != "tok_emb.weight":
             assert role == CONTROL and role.group == "other", name
     assert set(QUANT_GROUPS) >= {r.group for r in roles.values()}
