@@ -12,13 +12,13 @@ from stages.tools.describe import describe
 from tests.conftest import EVERY_FEATURE, quantized_payload
 
 # What the docs and the baseline say a few tensors are: kind/quantization group/TTT target.
-KNOWN_ROLES = {"tok_emb.weight": "table/embedding/-", "skip_weights": "control/other/-",
-               "blocks.0.attn.c_q.weight": "matrix/attn_q/q",
-               "blocks.1.attn.proj.weight": "matrix/attn_out/o",
-               "blocks.2.mlp.fc.weight": "matrix/mlp_up/up",
-               "blocks.3.mlp.proj.weight": "matrix/mlp_down/down",
-               "blocks.0.mlp.gate.weight": "matrix/other/-", "bigram.embed.weight": "table/other/-",
-               "blocks.2.attn.ve_lambda": "control/other/-"}
+KNOWN_ROLES = {"tok_emb.weight": "table/embedding", "skip_weights": "control/other",
+               "blocks.0.attn.c_q.weight": "matrix/attn_q",
+               "blocks.1.attn.proj.weight": "matrix/attn_out",
+               "blocks.2.mlp.fc.weight": "matrix/mlp_up",
+               "blocks.3.mlp.proj.weight": "matrix/mlp_down",
+               "blocks.0.mlp.gate.weight": "matrix/other", "bigram.embed.weight": "table/other",
+               "blocks.2.attn.ve_lambda": "control/other"}
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +52,11 @@ def test_inspect_shows_each_tensors_role(every_feature_checkpoint):
     rows = {line.split()[0]: line.split()[-1] for line in lines if line.startswith("  ")
             and line.split()[0] in GPT(EVERY_FEATURE).state_dict()}
     assert len(rows) == len(GPT(EVERY_FEATURE).state_dict())  # one row per tensor, each with a role
-    assert all(role.count("/") == 2 for role in rows.values())
+    assert all(role.count("/") == 1 for role in rows.values())
     for name, role in KNOWN_ROLES.items():
         assert rows[name] == role, name
     d = json.loads(_inspect(every_feature_checkpoint, "--json"))
-    assert d["roles"]["blocks.0.attn.c_q.weight"] == {"kind": "matrix", "group": "attn_q",
-                                                      "lora": "q"}
+    assert d["roles"]["blocks.0.attn.c_q.weight"] == {"kind": "matrix", "group": "attn_q"}
     assert d["model_config"]["attn_out_gate"] is False and d["model_config"]["sparse_attn_gate"]
 
 
