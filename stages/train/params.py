@@ -25,6 +25,13 @@ class TrainParams:
     batch_tokens: Positive = param(524288, "tokens per optimizer step, all processes together")
     seq_len: Annotated[int, Range(2)] = param(1024, "training sequence length")
     grad_accum_steps: Positive = param(1, "micro-batches the batch is split into")
+    sampler: Literal["random", "sequential"] = param(
+        "random", "how batches are read: random windows with replacement (seeded), or the train "
+                  "shards in order as one stream, each token once per epoch (the baseline's)")
+    doc_attention: bool = param(
+        False, "document-isolated attention in training: each token attends only to its own "
+               "document (BOS starts one; FlashAttention varlen on CUDA, a block-diagonal mask "
+               "elsewhere); evaluation is unchanged")
     schedule: Literal["auto", "steps", "wallclock"] = param(
         "auto", "what drives the LR warmdown: steps/max_steps (deterministic, needed for exact "
                 "resume), elapsed/max_wallclock_seconds (the records'), or the larger (auto)")
