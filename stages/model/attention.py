@@ -42,22 +42,21 @@ class Documents:
     """Where the documents of a batch of rows start, for document-isolated attention.
 
     A document starts at every BOS and at the start of every row (a row may begin inside one).
-    `doc_id` (B, T) numbers each position's document within its row; `cu_seqlens` (segments + 1,)
-    are the start offsets of the documents in the flattened (B * T) batch followed by B * T, what
-    flash-attn's varlen kernel takes (no segment crosses a row, so none is longer than T).
+    `doc_id` (B, T) numbers each position's document within its row. `cu_seqlens` is what
+    flash-attn's varlen kernel takes, built only where that kernel can run (`varlen_cu_seqlens`).
     """
 
     doc_id: torch.Tensor
-    cu_seqlens: torch.Tensor
+    cu_seqlens: torch.Tensor | None = None
 
     @classmethod
     def of(cls, idx: torch.Tensor, bos_id: int) -> Documents:
         starts = idx == bos_id  # (B, T)
         starts[:, 0] = True
-        doc_id = starts.cumsum(dim=1)
-        flat = starts.flatten().nonzero().flatten()  # (segments,)
-        total = torch.full((1,), idx.numel(), dtype=flat.dtype, device=idx.device)
-        return cls(doc_id, torch.cat([flat, total]).to(torch.int32))
+        # Only the varlen kernel needs the offsets; their data-dependent size would split a
+        # compiled graph for nothing on the masked path.
+        varlen = _flash_attn_varlen is not None and idx.is_cuda
+        return cls(starts.cumsum(dim=1), varlen_cu_seqlens(starts) if varlen else None)
 
     def mask(self) -> torch.Tensor:
         """(B, 1, T, T) bool, True where query t may attend to key s: s <= t, same document."""
@@ -65,6 +64,18 @@ class Documents:
         same = self.doc_id[:, :, None] == self.doc_id[:, None, :]  # (B, T, T)
         causal = torch.ones(T, T, dtype=torch.bool, device=same.device).tril()
         return (same & causal)[:, None]
+
+
+def varlen_cu_seqlens(starts: torch.Tensor, bucket: int = 64) -> torch.Tensor:
+    """int32 offsets of the documents in the flattened (B * T) batch, then B * T, padded with B * T
+    (empty documents) to a multiple of `bucket` entries, as the best record pads them: a compiled
+    graph then meets a few lengths rather than one per batch. `starts` (B, T) bool marks where
+    documents start; none crosses a row, so none is longer than T."""
+    flat = starts.flatten().nonzero().flatten()  # (documents,)
+    size = -(-(flat.numel() + 1) // bucket) * bucket
+    cu = torch.full((size,), starts.numel(), dtype=torch.int32, device=starts.device)
+    cu[:flat.numel()] = flat.to(torch.int32)
+    return cu
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -88,7 +99,8 @@ def document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        docs: Documents) -> torch.Tensor:
     """`causal_attention` restricted to documents; same shapes."""
     B, T, H, D = q.shape
-    if _flash_attn_varlen is not None and attention_backend(q) == "flash_attn":
+    if docs.cu_seqlens is not None and _flash_attn_varlen is not None \
+            and attention_backend(q) == "flash_attn":
         flat = [t.reshape(B * T, t.size(2), D) for t in (q, k, v)]  # (B * T, heads, D)
         out = _flash_attn_varlen(*flat, cu_seqlens_q=docs.cu_seqlens, cu_seqlens_k=docs.cu_seqlens,
                                  max_seqlen_q=T, max_seqlen_k=T, causal=True)

@@ -4,10 +4,16 @@ and models without the switch are unchanged; the varlen kernel agrees with the m
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stages.data.shards import BOS_ID
 from stages.model import attention
-from stages.model.attention import Documents, causal_attention, document_attention
+from stages.model.attention import (
+    Documents,
+    causal_attention,
+    document_attention,
+    varlen_cu_seqlens,
+)
 from stages.model.gpt import build_model
 from tests.conftest import BASE, EVERY_FEATURE, randomise
 
@@ -35,7 +41,10 @@ def test_documents_mark_bos_and_row_starts():
     docs = Documents.of(idx, BOS_ID)
     assert docs.doc_id[0, :SECOND].eq(1).all() and docs.doc_id[0, SECOND:].eq(2).all()
     assert docs.doc_id[1, :SECOND].eq(1).all() and docs.doc_id[1, SECOND:].eq(2).all()
-    assert docs.cu_seqlens.tolist() == [0, SECOND, T, T + SECOND, 2 * T]
+    assert docs.cu_seqlens is None  # built only where the varlen kernel runs
+    cu = varlen_cu_seqlens((idx == BOS_ID) | (torch.arange(T) == 0), bucket=8)
+    assert cu.dtype == torch.int32
+    assert cu.tolist() == [0, SECOND, T, T + SECOND] + [2 * T] * 4  # padded with empty documents
     mask = docs.mask()  # (B, 1, T, T)
     assert mask.shape == (2, 1, T, T)
     assert mask[0, 0, SECOND, SECOND] and not mask[0, 0, SECOND, SECOND - 1]
@@ -103,7 +112,7 @@ def test_flash_varlen_matches_the_masked_sdpa_path(kv_heads, monkeypatch):
         pytest.skip("no flash-attn varlen kernel (flash_attn_interface or flash_attn)")
     q, k, v = _qkv("cuda", torch.bfloat16, kv_heads)
     docs = _docs("cuda")
-    assert attention.attention_backend(q) == "flash_attn"
+    assert docs.cu_seqlens is not None and attention.attention_backend(q) == "flash_attn"
     varlen = document_attention(q, k, v, docs)
     assert varlen.shape == q.shape and varlen.dtype == torch.bfloat16
     monkeypatch.setattr(attention, "_flash_attn_varlen", None)  # the masked SDPA path
@@ -111,3 +120,29 @@ def test_flash_varlen_matches_the_masked_sdpa_path(kv_heads, monkeypatch):
     assert (varlen.float() - masked.float()).abs().max() < 2e-2
     reference = document_attention(q.float(), k.float(), v.float(), docs)
     assert (varlen.float() - reference).abs().max() < 2e-2
+
+
+def _reference_varlen(q, k, v, *, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal):
+    """flash-attn's varlen contract in plain PyTorch: (N, heads, D) packed, one causal attention
+    per [cu[i], cu[i+1]) segment (empty ones included)."""
+    assert torch.equal(cu_seqlens_q, cu_seqlens_k) and causal and max_seqlen_q == max_seqlen_k
+    out = torch.zeros_like(q)
+    for lo, hi in zip(cu_seqlens_q.tolist(), cu_seqlens_q.tolist()[1:]):
+        assert hi - lo <= max_seqlen_q
+        if hi > lo:  # (heads, n, D) per segment
+            seg = [t[lo:hi].transpose(0, 1) for t in (q, k, v)]
+            y = F.scaled_dot_product_attention(*seg, is_causal=True, enable_gqa=True)
+            out[lo:hi] = y.transpose(0, 1)
+    return out
+
+
+def test_the_varlen_call_packs_rows_as_the_kernel_expects(monkeypatch):
+    """The flattening, offsets and padding of the CUDA path, run on the CPU through a reference
+    of the kernel's contract: it must equal the masked SDPA path."""
+    q, k, v = _qkv("cpu", torch.float32)
+    starts = _docs("cpu").doc_id.diff(dim=1, prepend=torch.zeros(3, 1)) != 0  # (B, T)
+    docs = Documents(_docs("cpu").doc_id, varlen_cu_seqlens(starts))
+    masked = document_attention(q, k, v, docs)
+    monkeypatch.setattr(attention, "_flash_attn_varlen", _reference_varlen)
+    monkeypatch.setattr(attention, "attention_backend", lambda q: "flash_attn")
+    assert torch.allclose(document_attention(q, k, v, docs), masked, atol=1e-5)
