@@ -49,7 +49,14 @@ from stages.model.config import ModelConfig
 from stages.model.gpt import build_model
 from stages.params import to_dict
 from stages.train import distributed
-from stages.train.optim import build_optimizers, lr_scale, muon_momentum, schedule_progress
+from stages.train.optim import (
+    build_optimizers,
+    lr_scale,
+    muon_momentum,
+    round_grad_to_bf16,
+    round_to_bf16_storage,
+    schedule_progress,
+)
 from stages.train.params import TrainParams
 
 Validate = Callable[[nn.Module], dict]
@@ -215,6 +222,8 @@ def start_session(data: TrainTokens, model_config: ModelConfig, params: TrainPar
     ctx, device = distributed.setup(params)  # dist: this rank and its device
     model = build_model(model_config, device=device)
     ctx.broadcast_parameters(model)  # dist
+    if params.embed_bf16:  # the table starts as the bf16 cast of its init, as in the scripts
+        round_to_bf16_storage(model.tok_emb.weight, [])
     model.train()
     loss_fn = distributed.loss_function(model, params.compile, device)  # train.compile
     optimizers = build_optimizers(model, params)
@@ -241,10 +250,15 @@ def optimizer_step(s: Session, run: RunState, params: TrainParams,
     step_loss = s.ctx.average_gradients(s.model.parameters(), step_loss)  # dist
     if not math.isfinite(step_loss):
         raise GolfError(f"training diverged at step {run.step} (loss {step_loss}); lower the LRs")
+    table = s.model.tok_emb.weight if params.embed_bf16 else None  # train.embed_bf16
+    if table is not None:
+        round_grad_to_bf16(table)
     if params.grad_clip_norm > 0:
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), params.grad_clip_norm)
     for opt in s.optimizers:
         opt.step()
+    if table is not None:
+        round_to_bf16_storage(table, s.optimizers)
     update_ema(s.ema, s.model, params.ema_decay)
     run.step += 1
     run.tokens_seen += params.batch_tokens

@@ -54,6 +54,9 @@ class TrainParams:
     adam_beta1: float = param(0.9, "AdamW beta1")
     adam_beta2: float = param(0.95, "AdamW beta2")
     adam_eps: float = param(1e-8, "AdamW epsilon")
+    embed_bf16: bool = param(
+        False, "keep the tied embedding table in bf16 as the baseline's and the records' scripts "
+               "do (value, gradient and Adam moments rounded to bf16 every step); off = fp32")
     grad_clip_norm: NonNegative = param(0.0, "clip the global gradient norm to this; 0 = off")
     ema_decay: Annotated[float, Range(0, 1, hi_open=True)] = param(
         0.997, "decay of the fp32 EMA of the weights, saved as ema.safetensors")
