@@ -193,5 +193,14 @@ class WindowSampler:
             shard = self.shards[k]
             start = int(self.rng.integers(0, shard.size - self.seq_len - 1))
             rows.append(np.asarray(shard[start:start + self.seq_len + 1], dtype=np.int64))
-        batch = torch.from_numpy(np.stack(rows))
+        batch = torch.from_numpy(np.stack(rows))  # (B, T + 1)
         return batch[:, :-1], batch[:, 1:]
+
+    def state(self) -> dict:
+        """What resume saves: the generator's state (the shards are fixed by the fingerprint)."""
+        return {"kind": "random", "rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict) -> None:
+        if state.get("kind") != "random":
+            raise ValueError("not a random window sampler's state")
+        self.rng.bit_generator.state = state["rng"]

@@ -4,6 +4,8 @@ query gain, and the record features that live inside attention (XSA, output gate
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,11 +17,13 @@ from stages.model.roles import CONTROL, Role, matrix
 
 try:  # optional: FlashAttention-3 (Hopper) or -2; PyTorch SDPA otherwise
     from flash_attn_interface import flash_attn_func as _flash_attn  # type: ignore
+    from flash_attn_interface import flash_attn_varlen_func as _flash_attn_varlen  # type: ignore
 except ImportError:
     try:
         from flash_attn import flash_attn_func as _flash_attn  # type: ignore
+        from flash_attn import flash_attn_varlen_func as _flash_attn_varlen  # type: ignore
     except ImportError:
-        _flash_attn = None
+        _flash_attn = _flash_attn_varlen = None
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
@@ -33,13 +37,77 @@ def attention_backend(q: torch.Tensor) -> str:
     return "sdpa"
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Causal attention with GQA. q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D)."""
+@dataclass(frozen=True)
+class Documents:
+    """Where the documents of a batch of rows start, for document-isolated attention.
+
+    A document starts at every BOS and at the start of every row (a row may begin inside one).
+    `doc_id` (B, T) numbers each position's document within its row. `cu_seqlens` is what
+    flash-attn's varlen kernel takes, built only where that kernel can run (`varlen_cu_seqlens`).
+    """
+
+    doc_id: torch.Tensor
+    cu_seqlens: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, idx: torch.Tensor, bos_id: int) -> Documents:
+        starts = idx == bos_id  # (B, T)
+        starts[:, 0] = True
+        # Only the varlen kernel needs the offsets; their data-dependent size would split a
+        # compiled graph for nothing on the masked path.
+        varlen = _flash_attn_varlen is not None and idx.is_cuda
+        return cls(starts.cumsum(dim=1), varlen_cu_seqlens(starts) if varlen else None)
+
+    def mask(self) -> torch.Tensor:
+        """(B, 1, T, T) bool, True where query t may attend to key s: s <= t, same document."""
+        T = self.doc_id.size(1)
+        same = self.doc_id[:, :, None] == self.doc_id[:, None, :]  # (B, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=same.device).tril()
+        return (same & causal)[:, None]
+
+
+def varlen_cu_seqlens(starts: torch.Tensor, bucket: int = 64) -> torch.Tensor:
+    """int32 offsets of the documents in the flattened (B * T) batch, then B * T, padded with B * T
+    (empty documents) to a multiple of `bucket` entries, as the best record pads them: a compiled
+    graph then meets a few lengths rather than one per batch. `starts` (B, T) bool marks where
+    documents start; none crosses a row, so none is longer than T."""
+    flat = starts.flatten().nonzero().flatten()  # (documents,)
+    size = -(-(flat.numel() + 1) // bucket) * bucket
+    cu = torch.full((size,), starts.numel(), dtype=torch.int32, device=starts.device)
+    cu[:flat.numel()] = flat.to(torch.int32)
+    return cu
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     docs: Documents | None = None) -> torch.Tensor:
+    """Causal attention with GQA. q (B, T, H, D), k/v (B, T, Hkv, D) -> (B, T, H, D).
+
+    With `docs`, each position attends only within its own document: flash-attn's varlen kernel on
+    the flattened batch where it runs, else SDPA with the block-diagonal causal mask.
+    """
+    if docs is not None:
+        return document_attention(q, k, v, docs)
     if attention_backend(q) == "flash_attn":
         out = _flash_attn(q, k, v, causal=True)
         return out[0] if isinstance(out, tuple) else out
     y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                        is_causal=True, enable_gqa=q.size(2) != k.size(2))
+    return y.transpose(1, 2)  # (B, H, T, D) -> (B, T, H, D)
+
+
+def document_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       docs: Documents) -> torch.Tensor:
+    """`causal_attention` restricted to documents; same shapes."""
+    B, T, H, D = q.shape
+    if docs.cu_seqlens is not None and _flash_attn_varlen is not None \
+            and attention_backend(q) == "flash_attn":
+        flat = [t.reshape(B * T, t.size(2), D) for t in (q, k, v)]  # (B * T, heads, D)
+        out = _flash_attn_varlen(*flat, cu_seqlens_q=docs.cu_seqlens, cu_seqlens_k=docs.cu_seqlens,
+                                 max_seqlen_q=T, max_seqlen_k=T, causal=True)
+        out = out[0] if isinstance(out, tuple) else out
+        return out.view(B, T, H, D)
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                       attn_mask=docs.mask(), enable_gqa=H != k.size(2))
     return y.transpose(1, 2)  # (B, H, T, D) -> (B, T, H, D)
 
 
@@ -127,7 +195,8 @@ class CausalSelfAttention(nn.Module):
         g = 2 * torch.sigmoid(z) if self.gate_kind == "out" else torch.sigmoid(self.gate_scale * z)
         return g[..., None]
 
-    def forward(self, x: torch.Tensor, ve: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ve: torch.Tensor | None = None,
+                docs: Documents | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.num_heads, self.head_dim)  # (B, T, H, D)
         k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
@@ -137,7 +206,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.num_kv_heads, self.head_dim)  # (B, T, Hkv, D)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = causal_attention(q, k, v)  # (B, T, H, D)
+        y = causal_attention(q, k, v, docs)  # (B, T, H, D)
         if self.xsa:
             y = remove_own_value(y, v)
         if self.attn_gate_w is not None:

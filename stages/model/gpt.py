@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.errors import GolfError
-from stages.model.attention import CausalSelfAttention, rms_norm
+from stages.data.shards import BOS_ID
+from stages.model.attention import CausalSelfAttention, Documents, rms_norm
 from stages.model.config import ModelConfig
 from stages.model.features import (GATE_INPUT_DIMS, BigramHash, ValueEmbedding, smear,
                                    smear_blend)
@@ -97,32 +98,33 @@ class Block(nn.Module):
         mix = self.resid_mix.to(x.dtype)
         return mix[0] * x + mix[1] * x0
 
-    def attend(self, x: torch.Tensor, ve: torch.Tensor | None) -> torch.Tensor:
-        return self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.norm_scale, ve)
+    def attend(self, x: torch.Tensor, ve: torch.Tensor | None,
+               docs: Documents | None = None) -> torch.Tensor:
+        return self.attn_scale.to(x.dtype) * self.attn(rms_norm(x) * self.norm_scale, ve, docs)
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x) * self.norm_scale)
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor,
-                ve: torch.Tensor | None = None) -> torch.Tensor:
+                ve: torch.Tensor | None = None, docs: Documents | None = None) -> torch.Tensor:
         x = self.mix(x, x0)
-        x = x + self.attend(x, ve)
+        x = x + self.attend(x, ve, docs)
         return x + self.feed_forward(x)
 
     def parallel(self, x: torch.Tensor, x0: torch.Tensor,
-                 ve: torch.Tensor | None = None) -> torch.Tensor:
+                 ve: torch.Tensor | None = None, docs: Documents | None = None) -> torch.Tensor:
         """GPT-J style: attention and MLP both read the same input, x + a*Attn(N x) + s*MLP(N x)."""
         x = self.mix(x, x0)
-        return x + self.attend(x, ve) + self.feed_forward(x)
+        return x + self.attend(x, ve, docs) + self.feed_forward(x)
 
     def two_lane(self, lane0: torch.Tensor, lane1: torch.Tensor, x0: torch.Tensor,
-                 post: torch.Tensor, resid: torch.Tensor,
-                 ve: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 post: torch.Tensor, resid: torch.Tensor, ve: torch.Tensor | None = None,
+                 docs: Documents | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Two residual lanes (the best record's `_parallel_block`): attention reads lane0
         resid-mixed with x0, the MLP reads lane1 as it was before this layer; each lane keeps
         resid[lane] of itself, *unmixed* (the mix feeds attention only), and takes post[source,
         lane] of each output (source 0 = attention, 1 = MLP)."""
-        a, m = self.attend(self.mix(lane0, x0), ve), self.feed_forward(lane1)
+        a, m = self.attend(self.mix(lane0, x0), ve, docs), self.feed_forward(lane1)
         post, resid = post.to(lane0.dtype), resid.to(lane0.dtype)
         new0 = resid[0] * lane0 + post[0, 0] * a + post[1, 0] * m
         new1 = resid[1] * lane1 + post[0, 1] * a + post[1, 1] * m
@@ -171,6 +173,7 @@ class GPT(nn.Module):
             if cfg.ve_layers else None
         self.final_norm = RMSNorm()  # its output is the tied head's input (GPTQ hooks it)
         self.set_looping(cfg.num_loops > 0)
+        self.doc_attention = False
 
     def roles(self) -> dict[str, Role]:
         roles = {self.HEAD_WEIGHT: table("embedding"), "skip_weights": CONTROL}
@@ -195,6 +198,12 @@ class GPT(nn.Module):
         """Run the looped layout (active) or the plain one. A layout change is a different graph, so
         it lives in a Python attribute (torch.compile guards on it and recompiles)."""
         self.plan: LayerPlan = layer_plan(self.config, active)
+
+    def set_document_attention(self, active: bool) -> None:
+        """In training mode, attend only within documents (train.doc_attention). A switch of the
+        training run, not of the model: eval mode and every model built from an artifact attend
+        causally across documents, as the scorers expect."""
+        self.doc_attention = active
 
     @property
     def looping(self) -> bool:
@@ -237,6 +246,7 @@ class GPT(nn.Module):
         x = self.embed(idx)
         x0 = x
         ve = self.ve(idx) if self.ve is not None else None
+        docs = Documents.of(idx, BOS_ID) if self.doc_attention and self.training else None
         lane1 = None
         saved: dict[int, torch.Tensor] = {}
         for step in self.plan.steps:
@@ -246,12 +256,12 @@ class GPT(nn.Module):
                 x = self._add_skip(x, step.skip_slot, saved.pop(step.skip_from))
             block = self.blocks[step.layer]
             if step.mode == "sequential":
-                x = block(x, x0, ve)
+                x = block(x, x0, ve, docs)
             elif step.mode == "gptj":
-                x = block.parallel(x, x0, ve)
+                x = block.parallel(x, x0, ve, docs)
             else:
                 x, lane1 = block.two_lane(x, lane1, x0, self.parallel_post_lambdas[step.layer],
-                                          self.parallel_resid_lambdas[step.layer], ve)
+                                          self.parallel_resid_lambdas[step.layer], ve, docs)
             if step.saves:
                 saved[step.position] = x
         return x if lane1 is None else (x + lane1) / 2

@@ -1,8 +1,8 @@
 """How a training run executes: one process or several under torchrun, and the compiled loss.
 
 Data parallelism keeps the numbers of a single process. Every rank draws the same global batch from
-the seeded sampler and keeps its own contiguous slice of the sequences, so N processes see exactly
-the sequences one process would see. After the backward pass the gradients (and the step loss) are
+the sampler (seeded random windows, or the next rows of the sequential stream) and keeps its own
+contiguous slice of the sequences, so N processes see exactly the sequences one process would see. After the backward pass the gradients (and the step loss) are
 averaged across ranks in one all-reduce of a flat buffer, and every rank applies the same optimizer
 step, so the weights stay identical everywhere without DDP. Only rank 0 reports and writes.
 

@@ -1,10 +1,12 @@
 """`golf train`: train a GPT on the train split, under a step cap and a wall-clock cap.
 
-Batches are `batch_tokens / seq_len` windows of `seq_len + 1` tokens drawn uniformly at random (a
-seeded generator; shards weighted by length) from the train shards. Random windows rather than the
-baseline's sequential stream, because small corpora are seen for several epochs. With
-`grad_accum_steps` > 1 the batch is drawn once and split into equal micro-batches, so accumulation
-changes the arithmetic, not the data.
+Batches are `batch_tokens / seq_len` rows of `seq_len + 1` tokens from the train shards, read as
+`train.sampler` says: `random` windows drawn uniformly with replacement (a seeded generator; shards
+weighted by length), or `sequential`, the shards in order as one stream that wraps, each token once
+per epoch (stages/data/stream.py, the baseline's TokenStream). With `grad_accum_steps` > 1 the
+batch is drawn once and split into equal micro-batches, so accumulation changes the arithmetic, not
+the data. `train.doc_attention` keeps attention within documents while training (the model's
+switch; evaluation and periodic validation attend causally as before).
 
 The run ends at `max_steps` or `max_wallclock_seconds`, whichever comes first; the LR schedule follows
 `train.schedule` (optim.schedule_progress), so a wall-clock-capped run still gets its
@@ -40,13 +42,21 @@ from torch import nn
 
 from stages.artifacts import Artifact
 from stages.data.shards import TrainTokens, WindowSampler
+from stages.data.stream import SequentialSampler
 from stages.device import native_bf16
 from stages.errors import GolfError
 from stages.model.config import ModelConfig
 from stages.model.gpt import build_model
 from stages.params import to_dict
 from stages.train import distributed
-from stages.train.optim import build_optimizers, lr_scale, muon_momentum, schedule_progress
+from stages.train.optim import (
+    build_optimizers,
+    lr_scale,
+    muon_momentum,
+    round_grad_to_bf16,
+    round_to_bf16_storage,
+    schedule_progress,
+)
 from stages.train.params import TrainParams
 
 Validate = Callable[[nn.Module], dict]
@@ -194,9 +204,16 @@ class Session:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     optimizers: list[torch.optim.Optimizer]
     ema: list[torch.Tensor]
-    sampler: WindowSampler
+    sampler: WindowSampler | SequentialSampler
     ctx: distributed.DistContext
     device: torch.device
+
+
+def make_sampler(data: TrainTokens, params: TrainParams) -> WindowSampler | SequentialSampler:
+    """The batch source `train.sampler` names; both have sample(n), state() and restore()."""
+    if params.sampler == "sequential":
+        return SequentialSampler(data, params.seq_len)
+    return WindowSampler(data, params.seq_len, params.seed)
 
 
 def start_session(data: TrainTokens, model_config: ModelConfig, params: TrainParams) -> Session:
@@ -205,11 +222,15 @@ def start_session(data: TrainTokens, model_config: ModelConfig, params: TrainPar
     ctx, device = distributed.setup(params)  # dist: this rank and its device
     model = build_model(model_config, device=device)
     ctx.broadcast_parameters(model)  # dist
+    if params.embed_bf16:  # the table starts as the bf16 cast of its init, as in the scripts
+        round_to_bf16_storage(model.tok_emb.weight, [])
     model.train()
     loss_fn = distributed.loss_function(model, params.compile, device)  # train.compile
     optimizers = build_optimizers(model, params)
     ema = [p.detach().float().clone() for p in model.parameters()]
-    sampler = WindowSampler(data, params.seq_len, params.seed)
+    sampler = make_sampler(data, params)
+    if params.doc_attention:
+        model.set_document_attention(True)  # a switch, not a weight: eval models never have it
     return Session(model, loss_fn, optimizers, ema, sampler, ctx, device)
 
 
@@ -229,10 +250,15 @@ def optimizer_step(s: Session, run: RunState, params: TrainParams,
     step_loss = s.ctx.average_gradients(s.model.parameters(), step_loss)  # dist
     if not math.isfinite(step_loss):
         raise GolfError(f"training diverged at step {run.step} (loss {step_loss}); lower the LRs")
+    table = s.model.tok_emb.weight if params.embed_bf16 else None  # train.embed_bf16
+    if table is not None:
+        round_grad_to_bf16(table)
     if params.grad_clip_norm > 0:
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), params.grad_clip_norm)
     for opt in s.optimizers:
         opt.step()
+    if table is not None:
+        round_to_bf16_storage(table, s.optimizers)
     update_ema(s.ema, s.model, params.ema_decay)
     run.step += 1
     run.tokens_seen += params.batch_tokens

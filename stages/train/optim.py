@@ -134,6 +134,28 @@ def build_optimizers(model: nn.Module, params: TrainParams) -> list[torch.optim.
     return [adam, muon]
 
 
+@torch.no_grad()
+def round_grad_to_bf16(p: nn.Parameter) -> None:
+    """The gradient a bf16 parameter gets: rounded to bf16 (see `round_to_bf16_storage`)."""
+    if p.grad is not None:
+        p.grad.copy_(p.grad.bfloat16())
+
+
+@torch.no_grad()
+def round_to_bf16_storage(p: nn.Parameter, optimizers: list[torch.optim.Optimizer]) -> None:
+    """Keep `p` as if it were stored in bf16 (train.embed_bf16): the value and its Adam moments
+    rounded to bf16 after each step. The baseline's and the records' scripts cast the whole model
+    to bf16 and restore only the linear layers and the small tensors to fp32, so their embedding
+    table lives in bf16 (a fused Adam reads bf16, computes in fp32 and writes bf16: the same numbers
+    as this fp32 step from bf16 values, then rounded). Small late updates are lost to rounding."""
+    p.copy_(p.bfloat16())
+    for opt in optimizers:
+        for key in ("exp_avg", "exp_avg_sq"):
+            moment = opt.state.get(p, {}).get(key)
+            if moment is not None:
+                moment.copy_(moment.bfloat16())
+
+
 def schedule_progress(step: int, elapsed_s: float, params: TrainParams) -> float:
     """How far through the run the LR schedule is, by `train.schedule`.
 

@@ -25,6 +25,13 @@ class TrainParams:
     batch_tokens: Positive = param(524288, "tokens per optimizer step, all processes together")
     seq_len: Annotated[int, Range(2)] = param(1024, "training sequence length")
     grad_accum_steps: Positive = param(1, "micro-batches the batch is split into")
+    sampler: Literal["random", "sequential"] = param(
+        "random", "how batches are read: random windows with replacement (seeded), or the train "
+                  "shards in order as one stream, each token once per epoch (the baseline's)")
+    doc_attention: bool = param(
+        False, "document-isolated attention in training: each token attends only to its own "
+               "document (BOS starts one; FlashAttention varlen on CUDA, a block-diagonal mask "
+               "elsewhere); evaluation is unchanged")
     schedule: Literal["auto", "steps", "wallclock"] = param(
         "auto", "what drives the LR warmdown: steps/max_steps (deterministic, needed for exact "
                 "resume), elapsed/max_wallclock_seconds (the records'), or the larger (auto)")
@@ -47,6 +54,9 @@ class TrainParams:
     adam_beta1: float = param(0.9, "AdamW beta1")
     adam_beta2: float = param(0.95, "AdamW beta2")
     adam_eps: float = param(1e-8, "AdamW epsilon")
+    embed_bf16: bool = param(
+        False, "keep the tied embedding table in bf16 as the baseline's and the records' scripts "
+               "do (value, gradient and Adam moments rounded to bf16 every step); off = fp32")
     grad_clip_norm: NonNegative = param(0.0, "clip the global gradient norm to this; 0 = off")
     ema_decay: Annotated[float, Range(0, 1, hi_open=True)] = param(
         0.997, "decay of the fp32 EMA of the weights, saved as ema.safetensors")

@@ -1,11 +1,12 @@
 """Resumable training state: one file, RUN_DIR/resume/state.pt, written atomically.
 
 It holds everything the next step depends on: model weights, optimizer states, the EMA, the
-sampler's and torch's RNG states, the step and token counters, the elapsed training time and the
-QAT / looping switches (SWA needs nothing more: snapshots are already on disk and are taken on a
-step schedule). A fingerprint of the train and model params and of the train shards is stored with
-it; resuming under any other fingerprint is refused, since the continued run would be neither the
-old one nor a new one (only checkpoint_every, val_every and log_every may change).
+sampler's state (its RNG, or its place in the token stream), torch's RNG states, the step and
+token counters, the elapsed training time and the QAT / looping switches (SWA needs nothing more:
+snapshots are already on disk and are taken on a step schedule). A fingerprint of the train and
+model params and of the train shards is stored with it; resuming under any other fingerprint is
+refused, since the continued run would be neither the old one nor a new one (only
+checkpoint_every, val_every and log_every may change).
 
 The file is read weights-only (never unpickling code); a file that is damaged, not golf's, or holds
 something else than the state of this model is a one-line ResumeError.
@@ -101,7 +102,7 @@ def capture(model: torch.nn.Module, optimizers, ema, sampler, progress: dict) ->
         "model": {n: t.detach().cpu().clone() for n, t in model.state_dict().items()},
         "optimizers": [opt.state_dict() for opt in optimizers],
         "ema": [t.cpu().clone() for t in ema],
-        "sampler_rng": sampler.rng.bit_generator.state,
+        "sampler": sampler.state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "progress": progress,
@@ -124,7 +125,7 @@ def _restore(saved: dict, model: torch.nn.Module, optimizers, ema, sampler) -> d
     with torch.no_grad():
         for t, s in zip(ema, saved["ema"], strict=True):
             t.copy_(s)
-    sampler.rng.bit_generator.state = saved["sampler_rng"]
+    sampler.restore(saved["sampler"])
     torch.set_rng_state(saved["torch_rng"])
     if saved["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])

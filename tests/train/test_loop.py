@@ -116,3 +116,26 @@ def test_autocast_auto_is_bf16_only_where_bf16_is_native(native, monkeypatch, da
                                                                             torch.device("cpu"))
     metrics = run_train(data_dir, max_steps=1, autocast="auto").metrics
     assert metrics["autocast"] == ("bf16" if native else "off")
+
+
+def _bf16_exact(t: torch.Tensor) -> bool:
+    return torch.equal(t, t.bfloat16().float())
+
+
+def test_embed_bf16_keeps_the_table_and_its_adam_moments_in_bf16(data_dir, monkeypatch):
+    import stages.train.loop as loop
+    sessions = []
+    start = loop.start_session
+
+    def keep(*args):
+        sessions.append(start(*args))
+        return sessions[-1]
+    monkeypatch.setattr(loop, "start_session", keep)
+    stored = run_train(data_dir, max_steps=3, embed_bf16=True)
+    table = sessions[-1].model.tok_emb.weight
+    adam = sessions[-1].optimizers[0].state[table]
+    assert _bf16_exact(stored.final.tensors["tok_emb.weight"])
+    assert _bf16_exact(adam["exp_avg"]) and _bf16_exact(adam["exp_avg_sq"])
+    assert not _bf16_exact(stored.final.tensors["blocks.0.attn.c_q.weight"])  # only the table
+    plain = run_train(data_dir, max_steps=3)
+    assert not _bf16_exact(plain.final.tensors["tok_emb.weight"])

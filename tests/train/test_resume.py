@@ -26,14 +26,19 @@ def _crash_at(step):
     return Hooks(on_step=on_step)
 
 
-def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_run_does(data_dir, tmp_path):
-    whole = run_train(data_dir, **BASE, resume_dir=tmp_path / "a")
+@pytest.mark.parametrize("stream", [{"sampler": "random"},
+                                    {"sampler": "sequential", "doc_attention": True}],
+                         ids=["random", "sequential"])
+def test_interrupted_and_resumed_run_ends_where_an_uninterrupted_run_does(data_dir, tmp_path,
+                                                                          stream):
+    base = {**BASE, **stream}
+    whole = run_train(data_dir, **base, resume_dir=tmp_path / "a")
     # train() leaves the state in place (TrainJob.run drops it once the checkpoints are written).
     assert (tmp_path / "a" / resume.STATE_FILE).is_file()
     with pytest.raises(_Interrupt):
-        run_train(data_dir, **BASE, resume_dir=tmp_path / "b", hooks=_crash_at(5))
+        run_train(data_dir, **base, resume_dir=tmp_path / "b", hooks=_crash_at(5))
     assert (tmp_path / "b" / resume.STATE_FILE).is_file()  # saved after step 3
-    resumed = run_train(data_dir, **BASE, resume_dir=tmp_path / "b", resume=True)
+    resumed = run_train(data_dir, **base, resume_dir=tmp_path / "b", resume=True)
     assert resumed.metrics["steps"] == whole.metrics["steps"] == 8
     assert resumed.metrics["final_train_loss"] == whole.metrics["final_train_loss"]
     assert same_tensors(whole.final.tensors, resumed.final.tensors)
