@@ -11,9 +11,14 @@ One phase (the record's `train_val_ttt_global_sgd_distributed`): the documents' 
 concatenated, each with its closing token (the next BOS); the stream is cut into chunks of
 `ttt_phased_chunk_tokens` targets and each chunk but the last is one SGD step (momentum, LR
 cosine-decayed across the phase's chunks, gradient norm clipped) over its whole `seq_len` rows.
-Attention stops at every BOS and every `seq_len` tokens of a document (the record's cu_seqlens),
-done here by giving each such segment its own row. Only targets of the stream are trained on: the
-pair (closing BOS, the next document's BOS) that concatenation creates is left out.
+The chunk's tokens are packed into `seq_len` rows and attention stops at every BOS and at every row
+start (the model's document-isolated attention, as the record's cu_seqlens cut at every BOS and
+every `seq_len` tokens), so no position is padding: giving each document its own padded row
+instead costs about seq_len / (mean document length) times the compute and memory. Unlike the
+record, a row that starts inside a document starts without that document's earlier tokens (the
+record cuts a long document every `seq_len` tokens from its start). Only targets of the stream
+are trained on: the pair (closing BOS, the next document's BOS) that concatenation creates is
+left out.
 
 Legality is structural: `global_sgd` takes only `ScoredDocuments`, which refuses a span with a
 target not scored exactly once, and logs each step with the stream spans it used.
@@ -29,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.data.shards import BOS_ID
 from stages.eval.params import EvalParams
 from stages.eval.scoring import Scores
 
@@ -82,15 +86,6 @@ def _runs(positions: np.ndarray) -> list[tuple[int, int]]:
     return [(int(r[0]), int(r[-1]) + 1) for r in np.split(positions, breaks)]
 
 
-def _segments(x: np.ndarray, max_len: int) -> list[tuple[int, int]]:
-    """[a, b) pieces of a flat row: cut before every BOS, then every `max_len` tokens."""
-    starts = sorted({0, *np.flatnonzero(x == BOS_ID).tolist()})
-    pieces = []
-    for a, b in zip(starts, [*starts[1:], len(x)], strict=False):
-        pieces += [(s, min(s + max_len, b)) for s in range(a, b, max_len)]
-    return pieces
-
-
 def global_sgd(net: nn.Module, tokens: torch.Tensor, docs: ScoredDocuments, params: EvalParams,
                scores: Scores, phase: int) -> int:
     """One phase of global SGD over the scored documents `docs`; returns the steps taken."""
@@ -108,6 +103,10 @@ def global_sgd(net: nn.Module, tokens: torch.Tensor, docs: ScoredDocuments, para
     params_all = list(net.parameters())
     for p in params_all:
         p.requires_grad_(True)
+    # Training mode with document-isolated attention: the packed rows' documents stay apart.
+    was_training, was_isolated = net.training, net.doc_attention
+    net.train()
+    net.set_document_attention(True)
     opt = torch.optim.SGD(params_all, lr=params.ttt_phased_lr, momentum=params.ttt_phased_momentum)
     device, steps = tokens.device, 0
     try:
@@ -117,22 +116,16 @@ def global_sgd(net: nn.Module, tokens: torch.Tensor, docs: ScoredDocuments, para
             if rows == 0:
                 continue
             hi = lo + rows * seq_len
-            pieces = _segments(flat[lo:hi].cpu().numpy(), seq_len)
-            width = max(b - a for a, b in pieces)
-            x = torch.zeros(len(pieces), width, dtype=torch.long, device=device)
-            y = torch.zeros_like(x)
-            mask = torch.zeros_like(x, dtype=torch.bool)
-            for r, (a, b) in enumerate(pieces):  # row r: flat inputs [lo + a, lo + b)
-                x[r, :b - a] = flat[lo + a:lo + b]
-                y[r, :b - a] = flat[lo + a + 1:lo + b + 1]
-                mask[r, :b - a] = torch.from_numpy(is_target[lo + a:lo + b]).to(device)
+            x = flat[lo:hi].view(rows, seq_len)  # (rows, seq_len) packed documents
+            y = flat[lo + 1:hi + 1].view(rows, seq_len)
+            mask = torch.from_numpy(is_target[lo:hi]).to(device).view(rows, seq_len)
             lr = params.ttt_phased_lr * 0.5 * (1 + math.cos(math.pi * ci / max(num_chunks - 1, 1)))
             for group in opt.param_groups:
                 group["lr"] = lr
             for _ in range(params.ttt_phased_epochs):
                 with torch.autocast(device.type, dtype=torch.bfloat16,
                                     enabled=device.type == "cuda"):
-                    logits = net(x).float()  # (rows, width, V)
+                    logits = net(x).float()  # (rows, seq_len, V)
                 nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(),
                                       reduction="none").view_as(y)
                 loss = (nll * mask).sum() / mask.sum().clamp(min=1)
@@ -148,4 +141,6 @@ def global_sgd(net: nn.Module, tokens: torch.Tensor, docs: ScoredDocuments, para
     finally:
         for p in params_all:
             p.requires_grad_(False)
+        net.train(was_training)
+        net.set_document_attention(was_isolated)
     return steps

@@ -185,3 +185,33 @@ def test_phases_take_the_record_boundaries_and_documents():
     assert sched.after_batch(1, [2, 3]) == [2, 3]  # rank 1 before rank 2, cut at the boundary
     assert sched.after_batch(0, [0, 1]) == [0, 1, 2, 3]
     assert sched.after_batch(3, [5]) is None  # all phases done
+
+
+def test_a_phase_packs_short_documents_into_full_rows_that_keep_them_apart(net):
+    """A phase feeds whole seq_len rows of packed documents, never a padded row per document
+    (which multiplies memory and compute by seq_len / document length), and a document's loss in
+    a packed row does not depend on the document before it."""
+    targets = [20] * 30
+    stream = stream_of(targets, seed=3)
+    scores = Scores.empty(stream.numel() - 1)
+    scores.counts[:] = 1  # as if every document had been scored
+    params = EvalParams(**{**LORA, "seq_len": 64, "ttt_phased_chunk_tokens": 256,
+                           "ttt_phased_epochs": 1, "ttt_phased_lr": 0.0})
+    model = build_model(net.config, net.state_dict()).eval()  # as scoring leaves it
+    shapes = []
+    hook = model.register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
+    spans = [(off, off + n) for off, n in segments(stream.numpy(), True)]
+    global_sgd(model, stream, ScoredDocuments(spans, scores), params, scores, 0)
+    hook.remove()
+    assert shapes and all(s == (256 // 64, 64) for s in shapes)  # full rows, no padding
+    assert not model.training and not model.doc_attention  # switched back for scoring
+    # isolation inside a packed row: change the first document, the second one's loss stays
+    model.train()
+    model.set_document_attention(True)
+    x = stream[:64][None].clone()
+    base = model.token_nll(x[:, :-1], x[:, 1:])
+    x2 = x.clone()
+    x2[0, 5] = (x2[0, 5] + 1) % 64 or 2
+    moved = model.token_nll(x2[:, :-1], x2[:, 1:])
+    second = slice(20, 39)  # targets of the second document (its BOS is position 20)
+    assert torch.allclose(base[0, second], moved[0, second], atol=1e-6)
