@@ -117,11 +117,14 @@ class Rotary(nn.Module):
 
     With `ntk_train_len` > 0, a sequence longer than it uses the NTK-scaled base
     base * (T / ntk_train_len)^(dims / (dims - 2)), so evaluation can run longer than training.
+    With `in_bf16`, positions, frequencies and angles are computed in bf16, as the public
+    baseline's script does by accident (model.bfloat16() casts its inv_freq buffer too).
     """
 
-    def __init__(self, dims: int, base: float, ntk_train_len: int = 0):
+    def __init__(self, dims: int, base: float, ntk_train_len: int = 0, in_bf16: bool = False):
         super().__init__()
         self.dims, self.base, self.ntk_train_len = dims, base, ntk_train_len
+        self.dtype = torch.bfloat16 if in_bf16 else torch.float32
         self.register_buffer("inv_freq", self._inv_freq(base), persistent=False)
 
     def _inv_freq(self, base: float, device: torch.device | None = None) -> torch.Tensor:
@@ -137,8 +140,8 @@ class Rotary(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate x (B, T, H, D) by position."""
-        t = torch.arange(x.size(1), device=x.device, dtype=torch.float32)
-        freqs = torch.outer(t, self.frequencies(x.size(1)))  # (T, dims/2)
+        t = torch.arange(x.size(1), device=x.device, dtype=self.dtype)
+        freqs = torch.outer(t, self.frequencies(x.size(1)).to(self.dtype))  # (T, dims/2)
         cos = freqs.cos()[None, :, None, :].to(x.dtype)  # (1, T, 1, dims/2)
         sin = freqs.sin()[None, :, None, :].to(x.dtype)
         rot, rest = x[..., :self.dims], x[..., self.dims:]
@@ -173,7 +176,8 @@ class CausalSelfAttention(nn.Module):
         self.proj = QATLinear(cfg.model_dim, cfg.model_dim)
         nn.init.zeros_(self.proj.weight)
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
-        self.rotary = Rotary(cfg.rope_dims or self.head_dim, cfg.rope_base, cfg.rope_ntk_train_len)
+        self.rotary = Rotary(cfg.rope_dims or self.head_dim, cfg.rope_base, cfg.rope_ntk_train_len,
+                             cfg.rope_bf16)
         # Per-head output gates, both zero-init: 2*sigmoid(0) = 1 is the identity ("out"),
         # sigmoid(0) = 0.5 a uniform halving that attn_scale absorbs ("sparse").
         self.gate_kind, self.gate_scale = cfg.attn_gate, cfg.attn_gate_scale

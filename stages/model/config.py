@@ -6,8 +6,8 @@ of the later records is off by default. What each switch does: docs/techniques.m
 Artifact format 1 stores the config in its first layout, where the attention gate was two exclusive
 booleans (`attn_out_gate`, `sparse_attn_gate` + `sparse_attn_gate_scale`); `to_metadata` and
 `from_metadata` translate, so every artifact ever written still loads and new ones keep the format.
-`smear_gate_style` is stored only when it is not the default, so artifacts of configs without it
-are byte for byte what they were before it existed.
+`smear_gate_style` and `rope_bf16` are stored only when they are not the default, so artifacts of
+configs without them are byte for byte what they were before they existed.
 """
 
 from __future__ import annotations
@@ -83,6 +83,10 @@ class ModelConfig:
     parallel_start: Count = param(0, "first layer of the parallel residual part")
     rope_ntk_train_len: Count = param(
         0, "NTK-scale the RoPE base for sequences longer than this (0 = off)")
+    rope_bf16: bool = param(
+        False, "RoPE positions, frequencies and angles in bf16, as the public baseline's "
+               "train_gpt.py computes them (its model.bfloat16() casts the inv_freq buffer): "
+               "positions round to 8 significant bits (257 -> 256, 1023 -> 1024)")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -139,6 +143,8 @@ class ModelConfig:
                  sparse_attn_gate_scale=scale)
         if d["smear_gate_style"] == "lambda":  # the default, left out: every artifact written
             del d["smear_gate_style"]           # before the key existed stays byte-identical
+        if not d["rope_bf16"]:  # likewise
+            del d["rope_bf16"]
         return d
 
     @classmethod

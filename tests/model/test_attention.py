@@ -16,6 +16,7 @@ from stages.model.attention import (
     causal_attention,
     remove_own_value,
 )
+from stages.model.config import ModelConfig
 from tests.conftest import BASE, randomise
 
 # bf16 keeps 8 bits of mantissa: outputs of unit-scale attention agree to a few 1e-3.
@@ -125,3 +126,24 @@ def test_cuda_attention_is_causal():
     a, b = causal_attention(q, k, v).float(), causal_attention(q, k2, v2).float()
     assert (a[:, :200] - b[:, :200]).abs().max() < 1e-3
     assert (a[:, 200:] - b[:, 200:]).abs().max() > 0.1
+
+
+def test_bf16_rope_rounds_positions_as_the_public_baselines_script():
+    """The public train_gpt.py casts its model, RoPE's inv_freq buffer included, to bf16, so its
+    positions have 8 significant bits: 257 rotates as 256, 1023 as 1024. With rope_bf16 golf
+    does the same, and without it every position is distinct."""
+    x = torch.ones(1, 1030, 1, 8)
+    exact, rounded = Rotary(8, 10000.0)(x), Rotary(8, 10000.0, in_bf16=True)(x)
+    assert torch.equal(rounded[0, 257], rounded[0, 256])
+    assert torch.equal(rounded[0, 1023], rounded[0, 1024])
+    assert not torch.equal(exact[0, 257], exact[0, 256])
+    # small positions are exact; only the angles' bf16 rounding moves them a little
+    assert torch.allclose(rounded[0, :8], exact[0, :8], atol=0.05)
+
+
+def test_rope_bf16_is_stored_only_when_on():
+    plain = ModelConfig()
+    assert "rope_bf16" not in plain.to_metadata()
+    on = dataclasses.replace(plain, rope_bf16=True)
+    assert ModelConfig.from_metadata(on.to_metadata()) == on
+    assert ModelConfig.from_metadata(plain.to_metadata()) == plain
