@@ -42,6 +42,10 @@ def _calibrates(p: dict) -> bool:
     return p["quantize"]["method"] == "gptq" or p["quantize"]["grid"] == "sdclip-hessian"
 
 
+def _ttt(p: dict) -> bool:
+    return p["eval"]["mode"] == "ttt"
+
+
 def _codes_spans(p: dict) -> bool:
     return p["compress"]["codec"] == "ans" or p["compress"]["layout"] != "plain"
 
@@ -51,7 +55,9 @@ OPTIONAL: dict[str, Callable[[dict], bool]] = {
     "stages.codec.ans": lambda p: p["compress"]["codec"] == "ans",
     "stages.codec.layouts": lambda p: p["compress"]["layout"] != "plain",
     "stages.codec.spans": _codes_spans,
-    "stages.eval.ttt": lambda p: p["eval"]["mode"] == "ttt",
+    "stages.eval.ttt": _ttt,
+    "stages.eval.ttt_document": lambda p: _ttt(p) and p["eval"]["ttt_lora_rank"] > 0,
+    "stages.eval.ttt_global": lambda p: _ttt(p) and p["eval"]["ttt_lora_rank"] == 0,
     "stages.quant.calibrate": _calibrates,
     "stages.train.resume": lambda p: p["train"]["checkpoint_every"] > 0,
 }

@@ -16,7 +16,8 @@ from stages.eval.audit import audit, check_size, format_checks
 from stages.eval.evaluate import load_model
 from stages.eval.params import EvalParams
 from stages.eval.scoring import Scores, model_log_probs, plan_windows, score_windows
-from stages.eval.ttt import ScoredChunks, TTTTrainer, plan_chunks
+from stages.eval.ttt import ScoredChunks, plan_chunks
+from stages.eval.ttt_global import TTTTrainer
 from stages.model import gpt
 from stages.model.config import ModelConfig
 from stages.model.gpt import GPT, build_model

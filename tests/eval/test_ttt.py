@@ -12,7 +12,8 @@ from stages.eval import ttt
 from stages.eval.evaluate import evaluate_path, score_stream
 from stages.eval.params import EvalParams
 from stages.eval.scoring import Scores, Window, segments
-from stages.eval.ttt import Chunk, ScoredChunks, TTTTrainer, global_chunks
+from stages.eval.ttt import Chunk, ScoredChunks
+from stages.eval.ttt_global import TTTTrainer, global_chunks
 from stages.model.gpt import build_model
 
 TTT = dict(mode="ttt", seq_len=64, stride=32, batch_seqs=8, ttt_chunk_tokens=128, ttt_epochs=2,

@@ -41,6 +41,9 @@ compress: {codec: ans}
 eval: {mode: ttt, seq_len: 64, stride: 32, doc_isolated: true, ttt_lora_rank: 4,
        ttt_chunk_tokens: 32, ttt_optimizer: adamw, ttt_lr: 0.001, ttt_epochs: 1}
 """
+# The plain run with global score-first TTT: the other TTT variant's module.
+GLOBAL_TTT = TINY.replace("eval: {seq_len: 64}", "eval: {mode: ttt, seq_len: 64, stride: 32, "
+                          "ttt_chunk_tokens: 256, ttt_epochs: 1, ttt_lr: 0.001}")
 
 
 def _params(tmp_path: Path, text: str) -> tuple[Path, dict]:
@@ -68,7 +71,13 @@ def test_modules_follow_the_params(tmp_path):
     _, rich = _params(tmp_path, RICH)
     optional = set(bundle_module.OPTIONAL) - {"stages.train.resume", "stages.codec.layouts"}
     assert not optional & set(bundle_modules(tiny))
-    assert optional <= set(bundle_modules(rich))
+    lora_only = optional - {"stages.eval.ttt_global"}
+    assert lora_only <= set(bundle_modules(rich))
+    # A global-TTT run packs its own variant and none of the per-document one's modules.
+    global_ttt = {**rich, "eval": {**rich["eval"], "ttt_lora_rank": 0}}
+    packed = set(bundle_modules(global_ttt))
+    assert "stages.eval.ttt_global" in packed
+    assert not {"stages.eval.ttt_document", "stages.eval.lora", "stages.eval.phased"} & packed
     for name in ("stages.tools.compare", "stages.eval.audit", "golfcli.main"):
         assert name not in bundle_modules(rich)  # nothing of the CLI, audit or tools ships
 
@@ -108,7 +117,7 @@ def _cli_pipeline(params: Path, data_dir: Path, out: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("text", [TINY, RICH], ids=["plain", "rich"])
+@pytest.mark.parametrize("text", [TINY, RICH, GLOBAL_TTT], ids=["plain", "rich", "global-ttt"])
 def test_the_bundle_run_makes_the_pipelines_model_file_and_score(text, tmp_path, data_dir):
     path, params = _params(tmp_path, text)
     bundle = build_bundle(params)
