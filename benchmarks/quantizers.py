@@ -2,6 +2,8 @@
 
     python benchmarks/quantizers.py --checkpoint models/averaged.safetensors --data data/tokens
     python benchmarks/quantizers.py ... --equal-bytes 1000000   # every variant fitted to one budget
+    python benchmarks/quantizers.py ... --methods gptq --grids sdclip --bits 6 --codecs brotli ans \
+        --clip-sigmas 10 12.85 16 --rate-lambdas 0 0.1 0.3   # rate-aware rounding vs clipping
 
 Prints a table; nothing here is a test. Calibration (for gptq and sdclip-hessian) reads the train
 shards of --data; scoring reads its validation split.
@@ -25,6 +27,35 @@ from stages.quant.params import QuantizeParams
 from stages.quant.quantize import quantize, quantize_to_target
 
 
+def bytes_at(curve: list[tuple[float, int]], bpb: float) -> float | None:
+    """Bytes of the (val_bpb, bytes) curve at `bpb`, linearly between its points (None outside)."""
+    curve = sorted(curve)
+    for (b0, n0), (b1, n1) in zip(curve, curve[1:]):
+        if b0 <= bpb <= b1:
+            return n0 if b1 == b0 else n0 + (n1 - n0) * (bpb - b0) / (b1 - b0)
+    return None
+
+
+def equal_bpb_table(rows: list[dict], codecs: list[str]) -> None:
+    """Each rate-aware row against plain rounding (lambda 0, its clip sweep) at the same val_bpb:
+    its bytes over the plain curve's bytes with the same codec, and over plain with the first
+    codec (brotli when listed first)."""
+    print(f"\nat equal val_bpb, against lambda 0 across --clip-sigmas (first codec: {codecs[0]}):")
+    print("method | grid | bits | lambda | val_bpb | " + " | ".join(
+        f"{c} / plain {c}" + (f" | {c} / plain {codecs[0]}" if c != codecs[0] else "")
+        for c in codecs))
+    for r in rows:
+        if not r["lambda"]:
+            continue
+        plain = [p for p in rows if p["key"] == r["key"] and not p["lambda"]]
+        cells = []
+        for c in codecs:
+            for ref in dict.fromkeys((c, codecs[0])):  # same codec, then the first codec
+                at = bytes_at([(p["val_bpb"], p[ref]) for p in plain], r["val_bpb"])
+                cells.append(f"{r[c] / at:.4f}" if at else "outside")
+        print(" | ".join([*map(str, r["key"]), f"{r['lambda']:g}", f"{r['val_bpb']:.4f}", *cells]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=Path("models/averaged.safetensors"))
@@ -35,7 +66,9 @@ def main() -> None:
     ap.add_argument("--codecs", nargs="+", default=["zstd", "lzma"])
     ap.add_argument("--equal-bytes", type=int, default=None,
                     help="Fit every variant to this many model bytes (zstd) before scoring.")
-    ap.add_argument("--clip-sigmas", type=float, default=12.85)
+    ap.add_argument("--clip-sigmas", nargs="+", type=float, default=[12.85])
+    ap.add_argument("--rate-lambdas", nargs="+", type=float, default=[0.0],
+                    help="GPTQ's rate-aware rounding weights (quantize.gptq_rate_lambda).")
     ap.add_argument("--keep-float-max-numel", type=int, default=16384)
     ap.add_argument("--eval-seq-len", type=int, default=256)
     args = ap.parse_args()
@@ -44,16 +77,20 @@ def main() -> None:
     eval_params = EvalParams(seq_len=args.eval_seq_len, batch_seqs=16)
     base = evaluate_path(args.checkpoint, args.data, eval_params)["val_bpb"]
     print(f"float checkpoint {args.checkpoint}: val_bpb {base:.4f}")
-    base_params = QuantizeParams(clip_sigmas=args.clip_sigmas,
-                                 keep_float_max_numel=args.keep_float_max_numel)
+    base_params = QuantizeParams(keep_float_max_numel=args.keep_float_max_numel)
     hessians = None
-    cols = ["method", "grid", "bits", "val_bpb", "gap"] + [f"{c} bytes" for c in args.codecs] + \
-        ["clip_mult", "quant s"]
+    cols = ["method", "grid", "bits", "clip_sigmas", "lambda", "val_bpb", "gap"] + \
+        [f"{c} bytes" for c in args.codecs] + ["clip_mult", "quant s"]
     print(" | ".join(cols))
     print(" | ".join("---" for _ in cols))
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for method, grid, bits in itertools.product(args.methods, args.grids, args.bits):
-            params = dataclasses.replace(base_params, method=method, grid=grid, bits=bits)
+        for method, grid, bits, sigmas, lam in itertools.product(
+                args.methods, args.grids, args.bits, args.clip_sigmas, args.rate_lambdas):
+            if lam and method != "gptq":
+                continue  # the rate term is GPTQ's
+            params = dataclasses.replace(base_params, method=method, grid=grid, bits=bits,
+                                         clip_sigmas=sigmas, gptq_rate_lambda=lam)
             kwargs: dict = {"parents": {}}
             if params.needs_calibration():
                 if hessians is None:
@@ -71,9 +108,13 @@ def main() -> None:
             artifacts.save(q, path)
             bpb = evaluate_path(path, args.data, eval_params)["val_bpb"]
             payload = path.read_bytes()
-            sizes = [f"{len(pack(payload, codec)):,}" for codec in args.codecs]
-            print(" | ".join([method, grid, str(bits), f"{bpb:.4f}", f"{bpb - base:+.4f}", *sizes,
+            sizes = {codec: len(pack(payload, codec)) for codec in args.codecs}
+            rows.append({"key": (method, grid, bits), "lambda": lam, "val_bpb": bpb, **sizes})
+            print(" | ".join([method, grid, str(bits), f"{sigmas:g}", f"{lam:g}", f"{bpb:.4f}",
+                              f"{bpb - base:+.4f}", *(f"{n:,}" for n in sizes.values()),
                               f"{mult:.3g}", f"{seconds:.1f}"]), flush=True)
+    if any(r["lambda"] for r in rows):
+        equal_bpb_table(rows, args.codecs)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class QuantizeParams:
     gptq_damp: Annotated[float, Range(0, lo_open=True)] = param(
         0.01, "GPTQ: diagonal damping, times the mean Hessian diagonal")
     gptq_act_order: bool = param(True, "GPTQ: quantize columns in decreasing Hessian diagonal")
+    gptq_rate_lambda: Annotated[float, Range(0)] = param(
+        0.0, "GPTQ: rate-aware rounding, the weight of a code's bits against its squared error "
+        "(in steps); 0 = round to nearest")
     calib_batches: Positive = param(16, "calibration batches")
     calib_batch_seqs: Positive = param(8, "sequences per calibration batch")
     calib_seq_len: Positive = param(256, "tokens per calibration sequence")

@@ -59,7 +59,7 @@ def _quantize_tensor(name: str, t: torch.Tensor, group: str, params: QuantizePar
     on = device if h is not None else torch.device("cpu")  # only Hessian solvers need the GPU
     q = method(w.to(on), scale.to(on), qmax, hessian=None if h is None else h.to(on),
                block=params.gptq_block, damp=params.gptq_damp,
-               act_order=params.gptq_act_order).cpu()
+               act_order=params.gptq_act_order, rate_lambda=params.gptq_rate_lambda).cpu()
     table[name] = {"scheme": "int_per_row", "bits": bits, "group": group,
                    "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
     return {name + QUANT_SUFFIX: q.contiguous(), name + SCALE_SUFFIX: scale.half()}

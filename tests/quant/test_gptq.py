@@ -4,7 +4,7 @@ error; dead inputs are zeroed; act-order is optional."""
 import pytest
 import torch
 
-from stages.quant.gptq import gptq
+from stages.quant.gptq import code_bits, gptq, round_with_rate
 from stages.quant.registry import QuantizeError
 from stages.quant.rtn import rtn
 
@@ -48,3 +48,38 @@ def test_gptq_handles_dead_columns_and_no_act_order():
 def test_gptq_needs_a_hessian():
     with pytest.raises(QuantizeError, match="needs calibration data"):
         gptq(torch.ones(2, 2), torch.ones(2), 7)
+
+
+def _order0_bits(q: torch.Tensor) -> float:
+    counts = torch.bincount((q.long() + 128).flatten()).double()
+    counts = counts[counts > 0]
+    return float(-(counts * torch.log2(counts / counts.sum())).sum())
+
+
+def test_rate_aware_rounding_picks_floor_or_ceil_and_pays_for_bits():
+    x = torch.linspace(-9.9, 9.9, 397, dtype=torch.float64)[None, :]  # (1, 397) weights in steps
+    bits = code_bits(torch.randn(64, 256, dtype=torch.float64) * 3, 31)
+    assert torch.equal(round_with_rate(x, 31, bits, 0.0), torch.round(x))
+    for lam in (0.1, 1.0, 100.0):
+        q = round_with_rate(x, 31, bits, lam)
+        assert ((q == torch.floor(x)) | (q == torch.ceil(x))).all()
+        cost = (x - q) ** 2 + lam * bits[(q + 31).long()]
+        other = torch.where(q == torch.floor(x), torch.ceil(x), torch.floor(x))
+        assert (cost <= (x - other) ** 2 + lam * bits[(other + 31).long()]).all()
+    # With a weight that dwarfs the error, every choice is the likelier neighbour: toward zero here.
+    q = round_with_rate(x, 31, bits, 100.0)
+    assert (q.abs() <= x.abs().floor()).all()
+
+
+def test_rate_aware_gptq_trades_output_error_for_fewer_bits():
+    torch.manual_seed(0)
+    x = torch.randn(2048, 64) @ torch.randn(64, 64) * 0.3 + torch.randn(2048, 1)
+    w = torch.randn(48, 64)
+    h = x.T @ x / x.size(0)
+    scale = (w.abs().amax(dim=1) / 31).half().float()  # int6
+    runs = [gptq(w, scale, 31, hessian=h, block=16, rate_lambda=lam) for lam in (0.0, 0.3, 1.0)]
+    assert torch.equal(runs[0], gptq(w, scale, 31, hessian=h, block=16))  # 0 = plain GPTQ
+    bits = [_order0_bits(q) for q in runs]
+    errors = [_output_error(w, q, scale, x) for q in runs]
+    assert bits[0] > bits[1] > bits[2]
+    assert errors[0] < errors[1] < errors[2]
