@@ -11,11 +11,8 @@ stays small rather than the weight error. The scales are fixed up front by the g
     U = upper Cholesky factor of H^-1; blocks of `block` columns, errors propagated inside the
     block column by column and to the rest of the matrix once per block
 
-Rate-aware rounding (`rate_lambda` > 0): each weight x (in steps of its row's scale) takes the
-code of {floor x, ceil x} that minimises (x - q)^2 + lambda * bits(q), where bits(q) = -log2 p(q)
-and p is the histogram of the tensor's codes rounded to nearest (add-one smoothed): an
-entropy-constrained choice that the coder's order-0 model makes cheaper. The error of the choice
-is fed forward like any other rounding error, so the later columns absorb it.
+With `rate_lambda` > 0 each code is chosen by rate-aware rounding (rate.py) instead of to
+nearest; its error is fed forward like any other rounding error, so later columns absorb it.
 """
 
 from __future__ import annotations
@@ -37,27 +34,6 @@ def _inverse_cholesky_upper(h: torch.Tensor, damp: float) -> torch.Tensor:
     raise QuantizeError("GPTQ: the calibration Hessian is not positive definite even with damping")
 
 
-def code_bits(x: torch.Tensor, qmax: int) -> torch.Tensor:
-    """-log2 p(q) for q in [-qmax, qmax] (index q + qmax), p the add-one-smoothed histogram of
-    `x` (weights in steps) rounded to nearest: the order-0 model a coder would fit."""
-    q = torch.clamp(torch.round(x), -qmax, qmax).long() + qmax
-    counts = torch.bincount(q.flatten(), minlength=2 * qmax + 1).double() + 1.0
-    return -torch.log2(counts / counts.sum())
-
-
-def round_with_rate(x: torch.Tensor, qmax: int, bits: torch.Tensor | None,
-                    rate_lambda: float) -> torch.Tensor:
-    """Codes for `x` (in steps): nearest, or with `bits` the cheaper of floor and ceil (module
-    docstring)."""
-    if bits is None or rate_lambda == 0:
-        return torch.clamp(torch.round(x), -qmax, qmax)
-    lo = torch.clamp(torch.floor(x), -qmax, qmax)
-    hi = torch.clamp(torch.ceil(x), -qmax, qmax)
-    cost_lo = (x - lo) ** 2 + rate_lambda * bits[(lo + qmax).long()]
-    cost_hi = (x - hi) ** 2 + rate_lambda * bits[(hi + qmax).long()]
-    return torch.where(cost_hi < cost_lo, hi, lo)
-
-
 def gptq(w: torch.Tensor, scale: torch.Tensor, qmax: int, *, hessian: torch.Tensor | None = None,
          block: int = 128, damp: float = 0.01, act_order: bool = True, rate_lambda: float = 0.0,
          **_context) -> torch.Tensor:
@@ -71,13 +47,18 @@ def gptq(w: torch.Tensor, scale: torch.Tensor, qmax: int, *, hessian: torch.Tens
         block: columns per block of lazy error propagation.
         damp: diagonal damping, as a fraction of the mean diagonal.
         act_order: quantize columns with the largest Hessian diagonal first.
-        rate_lambda: weight of a code's bits in the rounding (0: nearest; module docstring).
+        rate_lambda: weight of a code's bits in the rounding (0: nearest; rate.py).
     """
     if hessian is None:
         raise QuantizeError("quantize.method 'gptq' needs calibration data (--calib DATA_DIR or "
                             "--calib self)")
     W = w.double().clone()
-    bits = code_bits(W / scale.to(W.device).double()[:, None], qmax) if rate_lambda > 0 else None
+    if rate_lambda > 0:
+        from stages.quant.rate import rate_rounding  # only rate-aware runs (a bundle may lack it)
+        round_codes = rate_rounding(W / scale.to(W.device).double()[:, None], qmax, rate_lambda)
+    else:
+        def round_codes(x: torch.Tensor) -> torch.Tensor:
+            return torch.clamp(torch.round(x), -qmax, qmax)
     H = hessian.to(W.device).double().clone()
     s = scale.to(W.device).double()[:, None]
     dead = torch.diagonal(H) == 0
@@ -97,7 +78,7 @@ def gptq(w: torch.Tensor, scale: torch.Tensor, qmax: int, *, hessian: torch.Tens
         U1 = U[i1:i2, i1:i2]
         for j in range(i2 - i1):
             col = W1[:, j:j + 1]
-            q = round_with_rate(col / s, qmax, bits, rate_lambda)
+            q = round_codes(col / s)
             Q[:, i1 + j:i1 + j + 1] = q
             err = (col - q * s) / U1[j, j]
             W1[:, j:] -= err * U1[j:j + 1, j:]
