@@ -23,13 +23,18 @@ def test_rtn_is_within_half_a_step_inside_the_clip():
     assert ((q.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 + 1e-6).all()
 
 
-def test_gptq_beats_rtn_on_layer_output_error():
+def _correlated_layer(rows: int, qmax: int):
+    """Inputs x, weights w (rows, 64), their Hessian and per-row scales for codes up to qmax.
+    The inputs are correlated (as real activations are): this is where error feedback pays off."""
     torch.manual_seed(0)
-    # Correlated inputs (as real activations are): this is where error feedback pays off.
     x = torch.randn(2048, 64) @ torch.randn(64, 64) * 0.3 + torch.randn(2048, 1)
-    w = torch.randn(32, 64)
-    h = x.T @ x / x.size(0)
-    scale = (w.abs().amax(dim=1) / 7).half().float()  # int4
+    w = torch.randn(rows, 64)
+    scale = (w.abs().amax(dim=1) / qmax).half().float()
+    return x, w, x.T @ x / x.size(0), scale
+
+
+def test_gptq_beats_rtn_on_layer_output_error():
+    x, w, h, scale = _correlated_layer(32, 7)  # int4
     q_rtn, q_gptq = rtn(w, scale, 7), gptq(w, scale, 7, hessian=h, block=16)
     assert q_gptq.dtype == torch.int8 and q_gptq.abs().max() <= 7
     assert _output_error(w, q_gptq, scale, x) < 0.7 * _output_error(w, q_rtn, scale, x)
@@ -72,11 +77,7 @@ def test_rate_aware_rounding_picks_floor_or_ceil_and_pays_for_bits():
 
 
 def test_rate_aware_gptq_trades_output_error_for_fewer_bits():
-    torch.manual_seed(0)
-    x = torch.randn(2048, 64) @ torch.randn(64, 64) * 0.3 + torch.randn(2048, 1)
-    w = torch.randn(48, 64)
-    h = x.T @ x / x.size(0)
-    scale = (w.abs().amax(dim=1) / 31).half().float()  # int6
+    x, w, h, scale = _correlated_layer(48, 31)  # int6
     runs = [gptq(w, scale, 31, hessian=h, block=16, rate_lambda=lam) for lam in (0.0, 0.3, 1.0)]
     assert torch.equal(runs[0], gptq(w, scale, 31, hessian=h, block=16))  # 0 = plain GPTQ
     bits = [_order0_bits(q) for q in runs]
