@@ -19,12 +19,17 @@ context that only fits noise does not look like a gain. Nothing here is a test.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import brotli
 import numpy as np
 from safetensors.numpy import load_file
 
-QUANT_SUFFIX = ".q"  # stages/tensorfile.py: codes of tensor `name` are stored as `name.q`
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from stages.tensorfile import QUANT_SUFFIX  # noqa: E402
+
 OFFSET = 128  # int8 codes -> bin indices
 
 

@@ -53,14 +53,14 @@ def gptq(w: torch.Tensor, scale: torch.Tensor, qmax: int, *, hessian: torch.Tens
         raise QuantizeError("quantize.method 'gptq' needs calibration data (--calib DATA_DIR or "
                             "--calib self)")
     W = w.double().clone()
+    H = hessian.to(W.device).double().clone()
+    s = scale.to(W.device).double()[:, None]
     if rate_lambda > 0:
         from stages.quant.rate import rate_rounding  # only rate-aware runs (a bundle may lack it)
-        round_codes = rate_rounding(W / scale.to(W.device).double()[:, None], qmax, rate_lambda)
+        round_codes = rate_rounding(W / s, qmax, rate_lambda)
     else:
         def round_codes(x: torch.Tensor) -> torch.Tensor:
             return torch.clamp(torch.round(x), -qmax, qmax)
-    H = hessian.to(W.device).double().clone()
-    s = scale.to(W.device).double()[:, None]
     dead = torch.diagonal(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0

@@ -4,6 +4,7 @@ error; dead inputs are zeroed; act-order is optional."""
 import pytest
 import torch
 
+from stages.codec.entropy import order0_bits
 from stages.quant.gptq import gptq
 from stages.quant.rate import code_bits, round_with_rate
 from stages.quant.registry import QuantizeError
@@ -56,12 +57,6 @@ def test_gptq_needs_a_hessian():
         gptq(torch.ones(2, 2), torch.ones(2), 7)
 
 
-def _order0_bits(q: torch.Tensor) -> float:
-    counts = torch.bincount((q.long() + 128).flatten()).double()
-    counts = counts[counts > 0]
-    return float(-(counts * torch.log2(counts / counts.sum())).sum())
-
-
 def test_rate_aware_rounding_picks_floor_or_ceil_and_pays_for_bits():
     x = torch.linspace(-9.9, 9.9, 397, dtype=torch.float64)[None, :]  # (1, 397) weights in steps
     bits = code_bits(torch.randn(64, 256, dtype=torch.float64) * 3, 31)
@@ -80,7 +75,7 @@ def test_rate_aware_gptq_trades_output_error_for_fewer_bits():
     x, w, h, scale = _correlated_layer(48, 31)  # int6
     runs = [gptq(w, scale, 31, hessian=h, block=16, rate_lambda=lam) for lam in (0.0, 0.3, 1.0)]
     assert torch.equal(runs[0], gptq(w, scale, 31, hessian=h, block=16))  # 0 = plain GPTQ
-    bits = [_order0_bits(q) for q in runs]
+    bits = [order0_bits(q.numpy().ravel()) for q in runs]
     errors = [_output_error(w, q, scale, x) for q in runs]
     assert bits[0] > bits[1] > bits[2]
     assert errors[0] < errors[1] < errors[2]
