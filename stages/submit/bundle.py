@@ -3,15 +3,14 @@
 The modules are the import closure of entry.py (module- and function-level imports), less the
 optional ones these params never reach (`OPTIONAL`: the ans codec for a zstd run, TTT for a chunked
 eval...). Those are imported lazily where they are used, so leaving them out is safe; a run asked
-for one anyway (GOLF_SET) stops with a one-line error naming it. Each module is minified for the
-packed copy only (docstrings, comments, help texts and annotations dropped, locals renamed, by
-python-minifier at a pinned version), the sources and the frozen params go into one JSON document,
-that is compressed (the smaller of brotli-11 and lzma-9e) and stored as raw bytes in one string
-literal of a short Latin-1 wrapper (PEP 263) that installs an import hook and runs
-`stages.submit.entry.main`. Latin-1 maps every byte to one character, so only the five bytes a
-literal cannot hold as they are (NUL, CR, LF, backslash, quote) are escaped: about 2% over the
-compressed size, where base85 adds 25%. The same params and sources give the same bytes. The
-repository's sources stay as they are.
+for one anyway (GOLF_SET) stops with a one-line error naming it. Each module's packed copy is
+made smaller (pack.py: short errors, unused code dropped, names shortened, by python-minifier at
+a pinned version), the sources and the frozen params go into one JSON document, that is
+compressed (the smaller of brotli-11 and lzma-9e) and stored as raw bytes in one string literal of
+a short Latin-1 wrapper (PEP 263) that installs an import hook and runs `stages.submit.entry.main`.
+Latin-1 maps every byte to one character, so only the few bytes a literal cannot hold as they are
+get escaped (`latin1_literal`): about 1.2% over the compressed size, where base85 adds 25%. The
+same params and sources give the same bytes. The repository's sources stay as they are.
 
 The counted code of a run is the size of this file: `golf compress`, `golf audit` and
 `golf quantize --target-bytes` build it for the run's params and measure it.
@@ -29,6 +28,7 @@ from pathlib import Path
 import brotli
 
 from stages.errors import GolfError
+from stages.submit.pack import pack_sources
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ENTRY = "stages.submit.entry"
@@ -133,92 +133,13 @@ def bundle_modules(params: dict) -> list[str]:
     return sorted(found)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Packing
-# ---------------------------------------------------------------------------------------------------
-
-class _DropHelp(ast.NodeTransformer):
-    """`param(default, "help")` -> `param(default, "")`: the help is for `golf params`."""
-
-    def visit_Call(self, node: ast.Call) -> ast.Call:
-        self.generic_visit(node)
-        if getattr(node.func, "id", None) == "param" and len(node.args) == 2:
-            node.args[1] = ast.Constant("")
-        return node
-
-
-def _names(node: ast.AST) -> set[str]:
-    """Every name `node` uses: variables, attributes, imported names."""
-    out: set[str] = set()
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Name):
-            out.add(sub.id)
-        elif isinstance(sub, ast.Attribute):
-            out.add(sub.attr)
-        elif isinstance(sub, ast.ImportFrom):
-            out.update(a.name for a in sub.names)
-    return out
-
-
-def shake(trees: dict[str, ast.Module], keep: frozenset[str] = frozenset({"main"})) -> list[str]:
-    """Drop the top-level functions and classes nothing else in the bundle names, until none is
-    left; returns what was dropped. Conservative: a name used anywhere (as a variable, an
-    attribute or an import) keeps every definition of that name, and golf never looks its own
-    functions up by a string."""
-    dropped: list[str] = []
-    while True:
-        used: set[str] = set(keep)
-        for tree in trees.values():
-            for node in tree.body:
-                names = _names(node)
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    names.discard(node.name)  # a function calling itself does not keep it
-                used |= names
-        before = len(dropped)
-        for module, tree in trees.items():
-            kept = []
-            for node in tree.body:
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
-                        and node.name not in used:
-                    dropped.append(f"{module}.{node.name}")
-                else:
-                    kept.append(node)
-            tree.body = kept or [ast.Pass()]
-        if len(dropped) == before:
-            return dropped
-
-
-def minify(tree: ast.Module, keep: set[str] = frozenset()) -> str:
-    """The packed copy of one module: help texts, docstrings, comments and annotations (but a
-    dataclass's field annotations) dropped, locals renamed, and module-level names renamed too
-    unless in `keep` (the names other bundled modules use: they import them or read them as
-    attributes)."""
-    import python_minifier
-
-    return python_minifier.minify(
-        ast.unparse(_DropHelp().visit(tree)), remove_literal_statements=True, rename_locals=True,
-        rename_globals=True, preserve_globals=sorted(keep), hoist_literals=False,
-        remove_asserts=False, remove_debug=False,
-        remove_annotations=python_minifier.RemoveAnnotationsOptions(
-            remove_variable_annotations=True, remove_return_annotations=True,
-            remove_argument_annotations=True, remove_class_attribute_annotations=False))
-
-
-def minify_all(trees: dict[str, ast.Module], keep: frozenset[str] = frozenset({"main"})) -> dict:
-    """Each module minified, keeping the module-level names any other module names (as a
-    variable, an attribute or an import: conservative, as in `shake`) and those in `keep`."""
-    names = {m: _names(tree) for m, tree in trees.items()}
-    return {m: minify(tree, set(keep).union(*(n for o, n in names.items() if o != m)))
-            for m, tree in trees.items()}
-
-
 # The payload: a JSON header (params, package names), then each module as RS name US source.
 RS, US = "\x1e", "\x1f"
 # The wrapper: an import hook serving the packed modules, then the entry point. `{codec}` is
 # brotli or lzma, `{data}` the compressed payload as a Latin-1 literal (`latin1_literal`).
 WRAPPER = """# coding: latin-1
 import json,sys,importlib.abc as A,importlib.util as U,{codec}
-H,*R={codec}.decompress('{data}'.encode('latin-1')).decode().split('\\x1e')
+H,*R={codec}.decompress({data}.encode('latin-1')).decode().split('\\x1e')
 H=json.loads(H);M=dict(r.split('\\x1f',1)for r in R)
 class L(A.MetaPathFinder,A.Loader):
  def find_spec(s,n,p,t=None):
@@ -230,14 +151,31 @@ sys.meta_path.insert(0,L())
 import stages.submit.entry as E
 if __name__=='__main__':E.main(H['params'],__file__)
 """
-# The bytes a single-quoted literal cannot hold as themselves. NUL is written \x00, not \0,
-# so that a following digit is never read as part of an octal escape.
-_ESCAPES = {0: "\\x00", 10: "\\n", 13: "\\r", 39: "\\'", 92: "\\\\"}
+_OCTAL_DIGITS = frozenset(b"01234567")
 
 
 def latin1_literal(data: bytes) -> str:
-    """The body of a '...' literal in a Latin-1 source file whose `.encode('latin-1')` is `data`."""
-    return "".join(_ESCAPES.get(b) or chr(b) for b in data)
+    """A '''...''' literal for a Latin-1 source file whose `.encode('latin-1')` is `data`.
+
+    Latin-1 maps every byte to one character, and a triple-quoted literal holds line feeds and
+    lone quotes as they are, so only NUL, CR (which Python reads as a line end), the backslash,
+    and a quote that a quote follows (or that ends the data) are escaped: about 1.2% more bytes,
+    where base85 adds 25%. NUL is written \\0 unless an octal digit follows, which would extend it.
+    """
+    out = []
+    for i, b in enumerate(data):
+        after = data[i + 1] if i + 1 < len(data) else None
+        if b == 0:
+            out.append("\\x00" if after in _OCTAL_DIGITS else "\\0")
+        elif b == 13:
+            out.append("\\r")
+        elif b == 92:
+            out.append("\\\\")
+        elif b == 39 and after in (39, None):
+            out.append("\\'")
+        else:
+            out.append(chr(b))
+    return "'''" + "".join(out) + "'''"
 
 
 @dataclass(frozen=True)
@@ -272,10 +210,10 @@ def _non_default(params: dict) -> dict:
 def build_bundle(params: dict) -> Bundle:
     """train_gpt.py for `params` (every section, resolved to plain data)."""
     modules = bundle_modules(params)
-    packages = [m for m in modules if module_path(m).name == "__init__.py"]
     trees = {m: ast.parse(module_path(m).read_text()) for m in modules}
-    dropped = shake(trees)
-    sources = minify_all(trees)
+    where = {m: module_path(m).relative_to(ROOT).as_posix() for m in modules}
+    sources, dropped = pack_sources(trees, where)
+    packages = [m for m in modules if module_path(m).name == "__init__.py"]
     header = json.dumps({"p": packages, "params": _non_default(params)}, sort_keys=True,
                         separators=(",", ":"))
     if any(RS in s or US in s for s in sources.values()):

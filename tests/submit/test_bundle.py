@@ -1,5 +1,6 @@
 """train_gpt.py: what it holds, that it runs on its own, and that it makes the pipeline's model file."""
 
+import ast
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from golfcli.params import load_params
 from stages.submit import bundle as bundle_module
 from stages.submit.bundle import BundleError, build_bundle, bundle_modules, run_params
 from stages.submit.entry import SECTIONS
+from stages.submit.pack import FULL_ERRORS, short_errors
 
 TINY = """
 model: {num_layers: 2, model_dim: 64, num_heads: 4, num_kv_heads: 2}
@@ -41,9 +43,13 @@ compress: {codec: ans}
 eval: {mode: ttt, seq_len: 64, stride: 32, doc_isolated: true, ttt_lora_rank: 4,
        ttt_chunk_tokens: 32, ttt_optimizer: adamw, ttt_lr: 0.001, ttt_epochs: 1}
 """
-# The plain run with global score-first TTT: the other TTT variant's module.
-GLOBAL_TTT = TINY.replace("eval: {seq_len: 64}", "eval: {mode: ttt, seq_len: 64, stride: 32, "
-                          "ttt_chunk_tokens: 256, ttt_epochs: 1, ttt_lr: 0.001}")
+# The plain run with global score-first TTT, resumable checkpoints and a grouped layout: the
+# other optional modules.
+GLOBAL_TTT = (TINY.replace("eval: {seq_len: 64}", "eval: {mode: ttt, seq_len: 64, stride: 32, "
+                           "ttt_chunk_tokens: 256, ttt_epochs: 1, ttt_lr: 0.001}")
+              .replace("log_every: 2}", "log_every: 2, checkpoint_every: 4}")
+              .replace("compress: {codec: zstd, level: 3}",
+                       "compress: {codec: zstd, level: 3, layout: grouped}"))
 
 
 def _params(tmp_path: Path, text: str) -> tuple[Path, dict]:
@@ -69,10 +75,13 @@ def run_bundle(source: bytes, folder: Path, data_dir: Path, **env) -> subprocess
 def test_modules_follow_the_params(tmp_path):
     _, tiny = _params(tmp_path, TINY)
     _, rich = _params(tmp_path, RICH)
-    optional = set(bundle_module.OPTIONAL) - {"stages.train.resume", "stages.codec.layouts"}
+    optional = set(bundle_module.OPTIONAL)
     assert not optional & set(bundle_modules(tiny))
-    lora_only = optional - {"stages.eval.ttt_global"}
+    lora_only = optional - {"stages.eval.ttt_global", "stages.train.resume", "stages.codec.layouts"}
     assert lora_only <= set(bundle_modules(rich))
+    _, other = _params(tmp_path, GLOBAL_TTT)
+    assert {"stages.eval.ttt_global", "stages.train.resume", "stages.codec.layouts"} <= \
+        set(bundle_modules(other))  # the bundle runs below cover every optional module
     # A global-TTT run packs its own variant and none of the per-document one's modules.
     global_ttt = {**rich, "eval": {**rich["eval"], "ttt_lora_rank": 0}}
     packed = set(bundle_modules(global_ttt))
@@ -152,17 +161,51 @@ def test_a_bundle_without_data_says_so(tmp_path):
     assert r.returncode == 1 and r.stderr.strip().startswith("Error: DATA_PATH is not set")
 
 
-@pytest.mark.parametrize("data", [bytes(range(256)), b"\x001\x007\\'\r\n\\\\''", b"",
+@pytest.mark.parametrize("data", [bytes(range(256)), b"\x001\x007\x008\\'\r\n\\\\''", b"", b"'",
+                                  b"''", b"a'''b''''", b"\\", b"x\\", b"\r\n\r", b"\x00",
                                   bytes(__import__("random").Random(0).randbytes(4096))])
 def test_any_bytes_survive_the_latin1_literal(data, tmp_path):
-    """The payload is stored raw in a Latin-1 literal: every byte value, and escapes next to
-    digits and to each other, must come back exactly when Python itself reads the file."""
+    """The payload is stored raw in a Latin-1 literal: every byte value, quotes next to quotes
+    and at the end, and escapes next to digits and to each other, must come back exactly when
+    Python itself reads the file."""
     literal = bundle_module.latin1_literal(data)
-    source = ("# coding: latin-1\nimport sys\nsys.stdout.buffer.write('" + literal
-              + "'.encode('latin-1'))\n")
+    source = ("# coding: latin-1\nimport sys\nsys.stdout.buffer.write(" + literal
+              + ".encode('latin-1'))\n")
     (tmp_path / "t.py").write_bytes(source.encode("latin-1"))
     out = subprocess.run([sys.executable, "-I", str(tmp_path / "t.py")], capture_output=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout == data
     if len(data) >= 4096:  # compressed data is close to random: escapes stay rare
-        assert len(literal) < 1.05 * len(data)
+        assert len(literal) < 1.03 * len(data)
+
+
+def test_every_short_error_points_at_its_raise_or_check(tmp_path):
+    """The packed copy keeps an error's values and where its words are in golf's source: each
+    location must be the line of the raise or check() it replaced, in the module it names."""
+    _, rich = _params(tmp_path, RICH)
+    found = 0
+    for module in bundle_modules(rich):
+        path = bundle_module.module_path(module)
+        lines = path.read_text().splitlines()
+        where = path.relative_to(bundle_module.ROOT).as_posix()
+        packed = ast.unparse(short_errors(module, ast.parse(path.read_text()), where))
+        locations = re.findall(r"(stages/[\w/]+\.py):(\d+)", packed)
+        if module.startswith(FULL_ERRORS):
+            assert not locations  # the run's surroundings: messages in full
+        for named, line in locations:
+            assert named == where
+            assert re.match(r"\s*(raise \w|check\()", lines[int(line) - 1]), (where, line)
+            found += 1
+    assert found > 50
+
+
+def test_a_bad_override_in_a_bundle_is_one_line_with_its_value_and_source_line(tmp_path):
+    _, tiny = _params(tmp_path, TINY)
+    r = run_bundle(build_bundle(tiny).source, tmp_path / "f", tmp_path / "no-data",
+                   GOLF_SET="train.warmdown_frac=1.3")
+    assert r.returncode == 1
+    [line] = r.stderr.strip().splitlines()
+    where, number, values = re.fullmatch(r"Error: (stages/\S+\.py):(\d+) (.*)", line).groups()
+    assert values.split() == ["train.warmdown_frac", "in", "[0,", "1]", "1.3"]
+    source = (bundle_module.ROOT / where).read_text().splitlines()[int(number) - 1]
+    assert "raise ConfigError" in source
