@@ -5,6 +5,9 @@ on them if it treats them as independent draws from the group's own histogram. A
 context (zstd, brotli and lzma find repeats) can go below it when the codes have structure. For each
 group the report gives the bytes a codec really spends: for `ans` the group's record in the blob,
 for the general-purpose codecs that group's codes compressed alone at the same level.
+
+Beside them, what a context model could save: the fewest bits of the group's code matrices under
+one of the contexts a decoder knows (contexts.py), a bound for a coder golf does not have yet.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import numpy as np
 
 from stages.codec import ans, spans
 from stages.codec.blob import get_codec
+from stages.codec.contexts import best_context
 
 
 def order0_bits(sym: np.ndarray) -> float:
@@ -24,7 +28,7 @@ def order0_bits(sym: np.ndarray) -> float:
     return float(-(counts * np.log2(counts / sym.size)).sum())
 
 
-def _row(weights: int, bits: float, achieved: int) -> dict:
+def _row(weights: int, bits: float, achieved: int, context: str, context_bits: float) -> dict:
     bound = bits / 8
     return {
         "weights": weights,
@@ -34,6 +38,11 @@ def _row(weights: int, bits: float, achieved: int) -> dict:
         "bits_per_weight": round(8 * achieved / weights, 4) if weights else 0.0,
         # null when the bound is 0 (every code the same): no ratio to speak of.
         "ratio": round(achieved / bound, 5) if bound > 0 else None,
+        "context": context,
+        "context_bound_bytes": round(context_bits / 8, 1),
+        # What the best context would save against the order-0 bound; negative when no context
+        # pays for its own histograms.
+        "context_saving_bytes": round(bound - context_bits / 8, 1),
     }
 
 
@@ -56,13 +65,20 @@ def group_report(payload: bytes, codec_name: str, level: int) -> dict:
     Returns:
         `{"groups": {group: row}, "codes": row}`: the rows in canonical group order, then their
         totals. A row holds `weights`, `entropy_bits_per_weight`, `bound_bytes` (entropy / 8),
-        `bytes`, `bits_per_weight` and `ratio` (bytes / bound_bytes).
+        `bytes`, `bits_per_weight`, `ratio` (bytes / bound_bytes), and the best decoder-side
+        `context` with its `context_bound_bytes` and `context_saving_bytes` (bound_bytes less
+        context_bound_bytes).
     """
-    groups = spans.group_symbols(payload)
+    by_group = spans.group_spans(spans.code_spans(payload))
+    groups = {g: spans.symbols(payload, group) for g, group in by_group.items()}
     achieved = _achieved(payload, groups, codec_name, level)
     bits = {g: order0_bits(sym) for g, sym in groups.items()}
-    rows = {g: _row(len(sym), bits[g], achieved[g]) for g, sym in groups.items()}
-    total = _row(sum(len(s) for s in groups.values()), sum(bits.values()), sum(achieved.values()))
+    contexts = {g: best_context([np.frombuffer(payload, np.int8, s.size, s.start)
+                                 .reshape(s.matrix_shape) for s in group])  # (rows, cols)
+                for g, group in by_group.items()}
+    rows = {g: _row(len(sym), bits[g], achieved[g], *contexts[g]) for g, sym in groups.items()}
+    total = _row(sum(len(s) for s in groups.values()), sum(bits.values()), sum(achieved.values()),
+                 "each group's best" if groups else "", sum(b for _, b in contexts.values()))
     return {"groups": rows, "codes": total}
 
 
@@ -71,10 +87,14 @@ def format_group_table(report: dict) -> list[str]:
     if not report["groups"]:
         return ["  no quantized codes (int8 *.q tensors) in this artifact"]
     lines = [f"  {'group':<10} {'weights':>11} {'entropy':>8} {'bound':>12} {'bytes':>12} "
-             f"{'bits/w':>7} {'x bound':>8}"]
+             f"{'bits/w':>7} {'x bound':>8} {'ctx bound':>12} {'ctx saves':>10}  context"]
     for name, row in [*report["groups"].items(), ("codes", report["codes"])]:
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.4f}"
         lines.append(f"  {name:<10} {row['weights']:>11,} {row['entropy_bits_per_weight']:>8.3f} "
                      f"{round(row['bound_bytes']):>12,} {row['bytes']:>12,} "
-                     f"{row['bits_per_weight']:>7.3f} {ratio:>8}")
+                     f"{row['bits_per_weight']:>7.3f} {ratio:>8} "
+                     f"{round(row['context_bound_bytes']):>12,} "
+                     f"{round(row['context_saving_bytes']):>+10,}  {row['context']}")
+    lines.append("  ctx: fewest bytes under one decoder-side context (stages/codec/contexts.py), "
+                 "a bound: no codec uses it yet")
     return lines
