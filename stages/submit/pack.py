@@ -173,8 +173,9 @@ def keyword_receivers(trees: dict[str, ast.Module]) -> tuple[set[str], dict[str,
             func, root = node.func, _root(node.func)
             target = func.id if isinstance(func, ast.Name) else \
                 func.attr if isinstance(func, ast.Attribute) else None
-            if handed or target in FORWARDING:
-                anyone |= names
+            if handed or target in FORWARDING:  # may pass on what it is given, strings too
+                anyone |= names | {c.value for c in ast.walk(node)
+                                   if isinstance(c, ast.Constant) and isinstance(c.value, str)}
             elif isinstance(root, ast.Name) and root.id in external:
                 continue  # code outside golf gets these keywords
             elif target in known:

@@ -122,6 +122,7 @@ def test_a_keyword_in_another_module_keeps_the_argument_named():
 @pytest.mark.parametrize("call, named", [
     ("f(k=1)", True), ("obj.f(k=1)", True), ("callback(k=1)", True), ("g(f, k=1)", True),
     ("partial(f, k=1)", True), ("f(**{'k': 1})", True), ("json.dumps(f, k=1)", True),
+    ("json.dumps(f, kwargs={'k': 1})", True),
     ("json.dumps(x, k=1)", False), ("sorted(x, k=1)", False), ("cls(k=1)", False)])
 def test_every_way_of_naming_an_argument_keeps_it(call, named):
     """`named`: whether the call may pass f's argument k by name. A call to code outside golf
