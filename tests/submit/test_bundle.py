@@ -10,14 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from golfcli.main import cli
 from golfcli.params import load_params
+from stages.params import build, to_dict
 from stages.submit import bundle as bundle_module
 from stages.submit.bundle import BundleError, build_bundle, bundle_modules, run_params
 from stages.submit.entry import SECTIONS
+from stages.submit.entry import run as entry_run
 from stages.submit.pack import FULL_ERRORS, short_errors
+from tests.conftest import TINY_VOCAB
 
 TINY = """
 model: {num_layers: 2, model_dim: 64, num_heads: 4, num_kv_heads: 2}
@@ -209,3 +213,45 @@ def test_a_bad_override_in_a_bundle_is_one_line_with_its_value_and_source_line(t
     assert values.split() == ["train.warmdown_frac", "in", "[0,", "1]", "1.3"]
     source = (bundle_module.ROOT / where).read_text().splitlines()[int(number) - 1]
     assert "raise ConfigError" in source
+
+
+PRESETS = sorted((bundle_module.ROOT / "configs").glob("*.yaml"))
+
+
+def _preset_at_test_size(path: Path) -> dict:
+    """A preset's params with every switch it sets, at the size of the test data."""
+    p = yaml.safe_load(path.read_text())
+    p["model"].update(vocab_size=TINY_VOCAB, model_dim=64, num_heads=2, num_kv_heads=1,
+                      bigram_dim=16, ve_dim=16)
+    p["train"].update(max_steps=2, max_wallclock_seconds=0, schedule="steps", batch_tokens=1024,
+                      seq_len=64, autocast="off", compile="off", log_every=1, val_every=0)
+    p["quantize"].update(calib_batches=1, calib_batch_seqs=2, calib_seq_len=64,
+                         keep_float_max_numel=1024)
+    p["eval"].update(seq_len=64, stride=32, batch_seqs=4)
+    return {s: to_dict(build(cls, p.get(s))) for s, cls in SECTIONS.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_preset_runs_packed_as_the_library_runs_it(preset, tmp_path, data_dir,
+                                                         monkeypatch):
+    """The packing rewrites names, arguments and errors: each preset's own code paths (its
+    model switches, optimizer, quantizer, codec and eval) must compute the same model file and
+    score packed as the unpacked library does in this process."""
+    frozen = _preset_at_test_size(preset)
+    bundle = build_bundle(frozen)
+    r = run_bundle(bundle.source, tmp_path / "packed", data_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (tmp_path / "library").mkdir()
+    monkeypatch.chdir(tmp_path / "library")
+    monkeypatch.setenv("DATA_PATH", str(data_dir))
+    monkeypatch.delenv("GOLF_SET", raising=False)
+    monkeypatch.delenv("SEED", raising=False)
+    entry_run(frozen, str(tmp_path / "packed/train_gpt.py"))
+    assert (tmp_path / "packed/final_model.golf").read_bytes() == \
+        (tmp_path / "library/final_model.golf").read_bytes()
+
+    def scores(log: str) -> str:
+        return re.sub(r" eval_time:\S+", "", re.search(r"^final_eval .*$", log, re.M).group(0))
+    library_log = (tmp_path / "library/logs/seed1337.txt").read_text()
+    assert scores(r.stdout) == scores(library_log)
