@@ -50,11 +50,11 @@ def print_table(path: Path, payload: bytes, rows: list[dict]) -> None:
     first = rows[0]
     print(f"{path}: {len(payload):,} bytes, {first['weights']:,} quantized weights, "
           f"order-0 bound {round(first['bound']):,} bytes ({first['bound_bpw']:.4f} bits/weight)")
-    print(f"{'codec':<10} {'blob bytes':>12} {'codes b/w':>10} {'x bound':>8} {'bound b/w':>10} "
+    print(f"{'codec':<14} {'blob bytes':>12} {'codes b/w':>10} {'x bound':>8} {'bound b/w':>10} "
           f"{'compress s':>11} {'decompress s':>13}")
     for r in rows:
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.4f}"
-        print(f"{r['codec']:<10} {r['blob']:>12,} {r['codes_bpw']:>10.4f} {ratio:>8} "
+        print(f"{r['codec']:<14} {r['blob']:>12,} {r['codes_bpw']:>10.4f} {ratio:>8} "
               f"{r['bound_bpw']:>10.4f} {r['comp_s']:>11.3f} {r['decomp_s']:>13.3f}")
 
 

@@ -11,7 +11,8 @@ of zstd-22 and brotli-11.
 
 Body layout (the `data` of a blob; integers little-endian):
 
-    mode     u8   1: split (below); 0: not a quantized artifact, the whole payload as one stream
+    mode     u8   1: split (below); 0: not a quantized artifact, the whole payload as one stream;
+                  2: split with column contexts (the ans-columns codec: columns.py)
     mode 1:  u8 group count, then per group:
                name     u8 length + ASCII
                tensors  u32 count + u32 each: index into the header's tensors, ordered by offset
@@ -34,7 +35,7 @@ import numpy as np
 from stages.codec import generic, spans
 from stages.tensorfile import TensorSpan, read_header
 
-_MODE_WHOLE, _MODE_SPLIT = 0, 1
+_MODE_WHOLE, MODE_SPLIT, MODE_COLUMNS = 0, 1, 2  # 2: the ans-columns codec's (columns.py)
 _ZSTD, _BROTLI = 0, 1
 
 
@@ -145,7 +146,7 @@ def _pack_stream(data: bytes) -> bytes:
     return min(z, b, key=len)
 
 
-def _unpack_stream(stream: bytes) -> bytes:
+def unpack_stream(stream: bytes) -> bytes:
     if not stream or stream[0] not in (_ZSTD, _BROTLI):
         raise ValueError("unknown stream codec")
     if stream[0] == _ZSTD:
@@ -157,45 +158,58 @@ def _unpack_stream(stream: bytes) -> bytes:
 # The codec
 # ---------------------------------------------------------------------------------------------------
 
-def group_records(payload: bytes) -> dict[str, bytes]:
+def group_heads(payload: bytes) -> dict[str, tuple[list[TensorSpan], bytes]]:
+    """Each tensor group's code tensors and the start of its record: name, tensor list."""
+    codes = spans.code_spans(payload)
+    index = {s: i for i, s in enumerate(read_header(payload).spans)}
+    heads = {}
+    for group, members in spans.group_spans(codes).items():
+        name = group.encode("ascii")
+        heads[group] = members, b"".join([struct.pack("<B", len(name)), name,
+                                          struct.pack("<I", len(members)),
+                                          np.array([index[s] for s in members], "<u4").tobytes()])
+    return heads
+
+
+def group_records(payload: bytes, by_columns: bool = False) -> dict[str, bytes]:
     """Each tensor group's record in the body: exactly the bytes the group costs in a blob.
 
     Args:
         payload: a safetensors payload; one without int8 `*.q` tensors has no groups.
+        by_columns: as the ans-columns codec writes them (columns.py).
 
     Returns:
         Group name -> record (name, tensor list, histogram, ANS words), in canonical group order.
     """
-    codes = spans.code_spans(payload)
-    if not codes:
+    if not spans.code_spans(payload):
         return {}
-    index = {s: i for i, s in enumerate(read_header(payload).spans)}
-    records = {}
-    for group, members in spans.group_spans(codes).items():
-        name = group.encode("ascii")
-        records[group] = b"".join([
-            struct.pack("<B", len(name)), name, struct.pack("<I", len(members)),
-            np.array([index[s] for s in members], "<u4").tobytes(),
-            encode_symbols(spans.symbols(payload, members))])
-    return records
+    if by_columns:
+        from stages.codec import columns
+        return columns.group_records(payload)[1]
+    return {g: head + encode_symbols(spans.symbols(payload, members))
+            for g, (members, head) in group_heads(payload).items()}
 
 
-def compress(payload: bytes, level: int = 0) -> bytes:
+def compress(payload: bytes, level: int = 0, by_columns: bool = False) -> bytes:
     """The `ans` body of `payload` (the level is ignored: the coder has no settings).
 
     Args:
         payload: any bytes; a safetensors file with `*.q` int8 tensors gets the split layout,
             anything else (a float checkpoint) one general-purpose stream.
         level: unused, for the `Codec` interface.
+        by_columns: as the ans-columns codec (column contexts where they code smaller).
 
     Returns:
         The body that `decompress` turns back into `payload`.
     """
-    records = group_records(payload)
-    if not records:
+    if not spans.code_spans(payload):
         return bytes([_MODE_WHOLE]) + _pack_stream(payload)
+    mode, records = MODE_SPLIT, group_records(payload)
+    if by_columns:
+        from stages.codec import columns
+        mode, records = columns.group_records(payload)
     rest = spans.cut(payload, spans.code_spans(payload))
-    return b"".join([bytes([_MODE_SPLIT, len(records)]), *records.values(), _pack_stream(rest)])
+    return b"".join([bytes([mode, len(records)]), *records.values(), _pack_stream(rest)])
 
 
 def decompress(body: bytes) -> bytes:
@@ -204,36 +218,53 @@ def decompress(body: bytes) -> bytes:
     Raises:
         ValueError, struct.error: a damaged body (blob.unpack reports it in one line).
     """
-    if not body or body[0] not in (_MODE_WHOLE, _MODE_SPLIT):
+    if not body or body[0] not in (_MODE_WHOLE, MODE_SPLIT, MODE_COLUMNS):
         raise ValueError("unknown ans body mode")
     if body[0] == _MODE_WHOLE:
-        return _unpack_stream(body[1:])
-    records, pos = [], 2
+        return unpack_stream(body[1:])
+    if body[0] == MODE_COLUMNS:
+        from stages.codec import columns
+        return columns.decompress(body)
+    groups, pos = [], 2
     for _ in range(body[1]):
-        (n,) = struct.unpack_from("<B", body, pos)
-        (count,) = struct.unpack_from("<I", body, pos + 1 + n)
-        members = _u32_array(body, pos + 5 + n, count)
-        *model, pos = read_record(body, pos + 5 + n + 4 * count)
-        records.append((members, model))
-    return _rebuild(_unpack_stream(body[pos:]), records)
+        members, pos = read_head(body, pos)
+        lo, counts, words, pos = read_record(body, pos)
+        groups.append((members, int(counts.sum(dtype=np.uint64)),
+                       lambda chosen, m=(lo, counts, words): split_codes(decode_symbols(*m), chosen)))
+    return rebuild(unpack_stream(body[pos:]), groups)
 
 
-def _rebuild(rest: bytes, records: list) -> bytes:
-    """Decode each group's codes and splice them back into the rest, at its tensors' offsets."""
-    total = len(rest) + sum(int(counts.sum(dtype=np.uint64)) for _, (_, counts, _) in records)
+def read_head(body: bytes, pos: int) -> tuple[np.ndarray, int]:
+    """A group record's tensor indices (its name skipped), and the position after them."""
+    (n,) = struct.unpack_from("<B", body, pos)
+    (count,) = struct.unpack_from("<I", body, pos + 1 + n)
+    return _u32_array(body, pos + 5 + n, count), pos + 5 + n + 4 * count
+
+
+def split_codes(codes: np.ndarray, chosen: list[TensorSpan]) -> list[bytes]:
+    """A group's decoded codes, cut into its tensors' bytes."""
+    data, out, pos = codes.tobytes(), [], 0
+    for s in chosen:
+        out.append(data[pos:pos + s.size])
+        pos += s.size
+    return out
+
+
+def rebuild(rest: bytes, groups: list) -> bytes:
+    """Decode each group's codes and splice them back into the rest, at its tensors' offsets.
+    `groups`: (tensor indices, how many codes the record holds, decode: the group's spans ->
+    each tensor's bytes)."""
+    total = len(rest) + sum(n for _, n, _ in groups)
     every = read_header(rest, total).spans
     placed: list[tuple[TensorSpan, bytes]] = []
-    for members, (lo, counts, words) in records:
+    for members, n, decode in groups:
         if len(members) and int(members.max()) >= len(every):
             raise ValueError("tensor index out of range")
         chosen = [every[i] for i in members]
         # Checked before decoding, so that damaged counts cannot make us decode billions of symbols.
-        if sum(s.size for s in chosen) != int(counts.sum(dtype=np.uint64)):
+        if sum(s.size for s in chosen) != n:
             raise ValueError("group size does not match its tensors")
-        data, pos = decode_symbols(lo, counts, words).tobytes(), 0
-        for s in chosen:
-            placed.append((s, data[pos:pos + s.size]))
-            pos += s.size
+        placed += zip(chosen, decode(chosen))
     placed.sort(key=lambda p: (p[0].start, p[0].end))
     spans.check_disjoint([s for s, _ in placed])
     return spans.splice(rest, [s for s, _ in placed], [piece for _, piece in placed])

@@ -4,7 +4,7 @@ Blob layout (all integers little-endian):
 
     magic    8 bytes   b"GOLFBLOB"
     version  u16       BLOB_VERSION (2; version 1 blobs, which have no layout field, still read)
-    codec    u8 length + ASCII name ("zstd", "brotli", "lzma", "ans")
+    codec    u8 length + ASCII name ("zstd", "brotli", "lzma", "ans", "ans-columns")
     layout   u8 length + ASCII name ("plain", "shuffle", "grouped", "bitpack"; layouts.py)
     raw_len  u64       length of the payload before compression
     sha256   32 bytes  of the payload before compression (also the hash of the artifact it holds)
@@ -54,7 +54,11 @@ CODECS: dict[str, Codec] = {
     # Entropy-codes each tensor group's int8 codes (ans.py); it has no levels to choose.
     "ans": Codec(lambda data, level: _ans().compress(data, level),
                  lambda body: _ans().decompress(body), 0, range(0, 1)),
+    # ans, with a group's codes under column contexts where they code smaller (columns.py).
+    "ans-columns": Codec(lambda data, level: _ans().compress(data, level, by_columns=True),
+                         lambda body: _ans().decompress(body), 0, range(0, 1)),
 }
+ANS_CODECS = ("ans", "ans-columns")
 
 
 def get_codec(name: str) -> Codec:
@@ -91,8 +95,8 @@ def pack(payload: bytes, codec_name: str, level: int | None = None, layout: str 
     """Lay out `payload`, compress it into a blob, and check that it unpacks to the same bytes."""
     codec = get_codec(codec_name)
     forward, _ = _get_layout(layout)
-    if codec_name == "ans" and layout != "plain":
-        raise BlobError("ans codes the plain layout (it finds the code tensors itself)")
+    if codec_name in ANS_CODECS and layout != "plain":
+        raise BlobError(f"{codec_name} codes the plain layout (it finds the code tensors itself)")
     level = codec.default_level if level is None else level
     if level not in codec.levels:
         raise BlobError(f"compress.level {level} is out of range for {codec_name} "

@@ -15,9 +15,10 @@ class CompressParams:
 
     SECTION: ClassVar[str] = "compress"
 
-    codec: Literal["zstd", "brotli", "lzma", "ans"] = param(
-        "zstd", "zstd, brotli, lzma, or ans (each tensor group's codes entropy-coded with rANS "
-                "under the group's histogram, the rest with zstd/brotli)")
+    codec: Literal["zstd", "brotli", "lzma", "ans", "ans-columns"] = param(
+        "zstd", "zstd, brotli, lzma, ans (each tensor group's codes entropy-coded with rANS "
+                "under the group's histogram, the rest with zstd/brotli), or ans-columns (ans, "
+                "with a group's codes split by column scale where that codes smaller)")
     level: Annotated[int, Range(0)] | None = param(
         None, "codec level; null = the codec's strongest (zstd 22, brotli 11, lzma 9)")
     layout: Literal["plain", "shuffle", "grouped", "bitpack"] = param(

@@ -47,12 +47,14 @@ def _ttt(p: dict) -> bool:
 
 
 def _codes_spans(p: dict) -> bool:
-    return p["compress"]["codec"] == "ans" or p["compress"]["layout"] != "plain"
+    return p["compress"]["codec"].startswith("ans") or p["compress"]["layout"] != "plain"
 
 
 # Modules a run may do without: module -> whether these (resolved) params need it.
 OPTIONAL: dict[str, Callable[[dict], bool]] = {
-    "stages.codec.ans": lambda p: p["compress"]["codec"] == "ans",
+    "stages.codec.ans": lambda p: p["compress"]["codec"].startswith("ans"),
+    "stages.codec.columns": lambda p: p["compress"]["codec"] == "ans-columns",
+    "stages.codec.contexts": lambda p: p["compress"]["codec"] == "ans-columns",
     "stages.codec.layouts": lambda p: p["compress"]["layout"] != "plain",
     "stages.codec.spans": _codes_spans,
     "stages.eval.ttt": _ttt,

@@ -21,7 +21,7 @@ def test_round_trip_on_a_quantized_artifact(quantized_path):
     payload = quantized_path.read_bytes()
     blob = pack(payload, "ans")
     assert unpack(blob, "a.golf").payload == payload
-    assert _body(blob)[0] == 1  # the split layout: codes entropy-coded per group
+    assert _body(blob)[0] in (1, 2)  # split: codes per group (2: column contexts where they pay)
     assert set(ans.group_records(payload)) == {"embedding", "attn_q", "attn_k", "attn_v",
                                                "attn_out", "mlp_up", "mlp_down"}
 
@@ -81,3 +81,54 @@ def test_ans_is_within_one_percent_of_the_entropy_bound(gaussian_int6):
 def test_ans_blob_beats_zstd_and_brotli(gaussian_int6):
     sizes = {c: len(pack(gaussian_int6, c)) for c in ("ans", "zstd", "brotli")}
     assert sizes["ans"] < sizes["zstd"] and sizes["ans"] < sizes["brotli"], sizes
+
+
+def _column_scaled(seed: int) -> bytes:
+    """Gaussian weights, int6 per row, the MLP's down projections with columns of four spreads."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=256, num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2)
+    tensors = {k: torch.randn_like(v) * 0.02 for k, v in GPT(cfg).state_dict().items()}
+    for k, w in tensors.items():
+        if k.endswith("mlp.proj.weight"):  # (model_dim, hidden)
+            tensors[k] = w * torch.tensor([0.1, 0.5, 1.0, 3.0]).repeat_interleave(w.shape[1] // 4)
+    return quantized_payload(tensors, cfg, bits=6)
+
+
+def test_column_contexts_code_smaller_where_columns_differ_and_round_trip():
+    payload = _column_scaled(0)
+    with_columns, plain = pack(payload, "ans-columns"), pack(payload, "ans")
+    assert unpack(with_columns, "c.golf").payload == payload
+    by_columns, one_histogram = ans.group_records(payload, by_columns=True), ans.group_records(payload)
+    assert len(by_columns["mlp_down"]) < 0.9 * len(one_histogram["mlp_down"])
+    assert len(with_columns) < len(plain)
+    r = group_report(payload, "ans-columns", 0)["groups"]["mlp_down"]
+    assert r["bytes"] < r["bound_bytes"]  # below what one histogram can reach
+
+
+def test_without_column_structure_ans_columns_writes_the_ans_body(gaussian_int6):
+    body = _body(pack(gaussian_int6, "ans"))
+    with_columns = pack(gaussian_int6, "ans-columns")
+    assert with_columns.endswith(body)  # same body; only the codec name differs
+
+
+@pytest.mark.parametrize("where", ["bucket ids", "record bucket", "record count", "context"])
+def test_damaged_column_sections_are_refused(where):
+    payload = _column_scaled(1)
+    blob = bytearray(pack(payload, "ans-columns"))
+    body_at = len(blob) - len(_body(bytes(blob))) - len("-columns")
+    section = blob.index(b"mlp_down", body_at) + len("mlp_down")
+    count = int.from_bytes(blob[section:section + 4], "little")
+    context = section + 4 + 4 * count
+    ids = context + 1 + 4
+    cols = int.from_bytes(blob[context + 1:context + 5], "little")
+    records = ids + (cols * 3 + 7) // 8
+    for _ in range(count - 1):  # past the other tensors' column lists
+        c = int.from_bytes(blob[records:records + 4], "little")
+        records += 4 + (c * 3 + 7) // 8
+    pos = {"context": context, "bucket ids": ids, "record count": records,
+           "record bucket": records + 1}[where]
+    blob[pos] ^= {"context": 0x07, "bucket ids": 0xFF, "record count": 0x01,
+                  "record bucket": 0x09}[where]
+    with pytest.raises(BlobError) as e:
+        unpack(bytes(blob), "m.golf")
+    assert str(e.value).startswith("m.golf: ") and "\n" not in str(e.value)

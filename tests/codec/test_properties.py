@@ -14,7 +14,7 @@ from stages.model.gpt import GPT
 from tests.conftest import quantized_payload
 
 # (codec, layout) pairs golf packs: ans finds the code tensors itself, so it takes plain only.
-PAIRS = [("ans", "plain"), *((c, lay) for c in ("zstd", "brotli", "lzma")
+PAIRS = [("ans", "plain"), ("ans-columns", "plain"), *((c, lay) for c in ("zstd", "brotli", "lzma")
                              for lay in ("plain", "shuffle", "grouped", "bitpack"))]
 # Derandomized: CI sees the same examples on every run; more examples where it is cheap.
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
@@ -24,7 +24,8 @@ SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
 @st.composite
 def artifacts(draw) -> bytes:
     """A quantized artifact of a small random model: shapes, bit width, and weights that are
-    Gaussian, heavy-tailed, sparse, or constant in whole tensors."""
+    Gaussian, heavy-tailed, sparse, constant in whole tensors, or of a spread that changes from
+    column to column (what the ans-columns codec models)."""
     dim = draw(st.sampled_from([32, 64, 96]))
     cfg = ModelConfig(vocab_size=draw(st.sampled_from([64, 128, 200])),
                       num_layers=draw(st.integers(1, 2)), model_dim=dim,
@@ -34,7 +35,7 @@ def artifacts(draw) -> bytes:
     shapes = {k: v.shape for k, v in GPT(cfg).state_dict().items()}
     tensors = {}
     for name, shape in shapes.items():
-        kind = draw(st.sampled_from(["gaussian", "laplace", "sparse", "constant"]))
+        kind = draw(st.sampled_from(["gaussian", "laplace", "sparse", "constant", "columns"]))
         w = torch.randn(shape, generator=gen) * draw(st.sampled_from([1e-3, 0.02, 1.0]))
         if kind == "laplace":
             w = w * torch.randn(shape, generator=gen).abs() ** 2
@@ -42,6 +43,8 @@ def artifacts(draw) -> bytes:
             w = w * (torch.rand(shape, generator=gen) < 0.05)
         elif kind == "constant":
             w = torch.full(shape, draw(st.sampled_from([0.0, 0.5, -3.0])))
+        elif kind == "columns" and len(shape) == 2:
+            w = w * torch.rand(shape[1], generator=gen) ** 3 * 4  # (rows, cols) * (cols,)
         tensors[name] = w
     return quantized_payload(tensors, cfg, bits=draw(st.integers(2, 8)))
 

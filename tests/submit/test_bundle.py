@@ -33,7 +33,7 @@ compress: {codec: zstd, level: 3}
 eval: {seq_len: 64}
 """
 # Every optional module in use: GPTQ with calibration, rate-aware rounding and LQER, the ans
-# codec, per-document LoRA TTT, and the model's record features.
+# codec with column contexts, per-document LoRA TTT, and the model's record features.
 RICH = """
 model: {num_layers: 2, model_dim: 64, num_heads: 4, num_kv_heads: 2, smear_gate: true,
         attn_gate: sparse, bigram_buckets: 64, bigram_dim: 16, skip_gates: true, xsa_last_n: 1,
@@ -43,7 +43,7 @@ train: {max_steps: 6, max_wallclock_seconds: 0, batch_tokens: 1024, seq_len: 64,
 average: {weights: [1, 3]}
 quantize: {method: gptq, grid: sdclip, bits: 6, keep_float_max_numel: 1024, lqer_rank: 2,
            calib_batches: 2, calib_batch_seqs: 4, calib_seq_len: 64, gptq_rate_lambda: 0.1}
-compress: {codec: ans}
+compress: {codec: ans-columns}
 eval: {mode: ttt, seq_len: 64, stride: 32, doc_isolated: true, ttt_lora_rank: 4,
        ttt_chunk_tokens: 32, ttt_optimizer: adamw, ttt_lr: 0.001, ttt_epochs: 1}
 """
