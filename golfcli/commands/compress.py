@@ -24,7 +24,7 @@ PRINT_ONLY = Path("-")  # `--report` alone prints the table; `--report FILE` als
 @click.argument("quantized", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--codec", default=None,
-              help="Shortcut for --set codec=... (zstd, brotli, lzma, ans).")
+              help="Shortcut for --set codec=... (zstd, brotli, lzma, ans, ans-columns).")
 @click.option("--layout", default=None,
               help="Shortcut for --set layout=... (plain, shuffle, grouped, bitpack).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
