@@ -229,8 +229,9 @@ def decompress(body: bytes) -> bytes:
     for _ in range(body[1]):
         members, pos = read_head(body, pos)
         lo, counts, words, pos = read_record(body, pos)
+        model = lo, counts, words
         groups.append((members, int(counts.sum(dtype=np.uint64)),
-                       lambda chosen, m=(lo, counts, words): split_codes(decode_symbols(*m), chosen)))
+                       lambda chosen, m=model: split_codes(decode_symbols(*m), chosen)))
     return rebuild(unpack_stream(body[pos:]), groups)
 
 

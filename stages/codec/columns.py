@@ -96,7 +96,8 @@ def decode_section(section: tuple[list, dict], shapes: list[tuple[int, int]],
     ids, models = section
     if [len(t) for t in ids] != [c for _, c in shapes]:
         raise ValueError("column buckets do not match the tensors' columns")
-    sizes = {b: sum(r * int((t == b).sum()) for (r, _), t in zip(shapes, ids)) for b in range(BUCKETS)}
+    sizes = {b: sum(rows * int((t == b).sum()) for (rows, _), t in zip(shapes, ids))
+             for b in range(BUCKETS)}
     if set(models) != {b for b, n in sizes.items() if n}:
         raise ValueError("column bucket records do not match the buckets in use")
     out = [np.zeros(shape, np.int8) for shape in shapes]

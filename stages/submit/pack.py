@@ -245,7 +245,8 @@ def _names(node: ast.AST) -> set[str]:
 def _internal_classes(trees: dict[str, ast.Module]) -> set[str]:
     """Names of the bundle's classes whose bases are all bundle classes too: nothing outside the
     bundle (torch, Exception) calls their methods."""
-    classes = {n.name: n for tree in trees.values() for n in tree.body if isinstance(n, ast.ClassDef)}
+    classes = {n.name: n for tree in trees.values() for n in tree.body
+               if isinstance(n, ast.ClassDef)}
     internal: set[str] = set()
     while True:
         more = {name for name, c in classes.items() if name not in internal
