@@ -23,15 +23,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import brotli
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from presets import reduced  # noqa: E402
 
-from stages.submit.bundle import RS, US, bundle_modules, module_path  # noqa: E402
+from stages.submit import bundle  # noqa: E402
 from stages.submit.entry import SECTIONS, run  # noqa: E402
 from stages.submit.pack import pack_sources  # noqa: E402
 
@@ -71,10 +69,9 @@ def keep_executed(body: list[ast.stmt], lines: set[int]) -> list[ast.stmt]:
 
 def packed_bytes(trees: dict[str, ast.Module]) -> int:
     """brotli-11 bytes of the packed sources, as build_bundle compresses them (no wrapper)."""
-    where = {m: module_path(m).relative_to(ROOT).as_posix() for m in trees}
+    where = {m: bundle.module_path(m).relative_to(ROOT).as_posix() for m in trees}
     sources, _ = pack_sources(trees, where)
-    doc = "".join(f"{RS}{m}{US}{s}" for m, s in sources.items()).encode()
-    return len(brotli.compress(doc, mode=brotli.MODE_TEXT, quality=11, lgwin=24))
+    return len(bundle.PAYLOAD_CODECS["brotli"](bundle.payload_document("", sources)))
 
 
 def main() -> None:
@@ -97,13 +94,13 @@ def main() -> None:
         shrunk = reduced(path, 64, 4)
         sections = {s: cls(**shrunk.get(s, {})) for s, cls in SECTIONS.items()}
         frozen = {s: to_dict(v) for s, v in sections.items()}
-        modules = bundle_modules(frozen)
+        modules = bundle.bundle_modules(frozen)
         lines = executed_lines(frozen, args.data.resolve())
-        full = {m: ast.parse(module_path(m).read_text()) for m in modules}
+        full = {m: ast.parse(bundle.module_path(m).read_text()) for m in modules}
         ran = {}
         for m in modules:
-            tree = ast.parse(module_path(m).read_text())
-            tree.body = keep_executed(tree.body, lines.get(str(module_path(m)), set())) \
+            tree = ast.parse(bundle.module_path(m).read_text())
+            tree.body = keep_executed(tree.body, lines.get(str(bundle.module_path(m)), set())) \
                 or [ast.Pass()]
             ran[m] = tree
         before, after = packed_bytes(full), packed_bytes(ran)

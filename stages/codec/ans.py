@@ -204,10 +204,11 @@ def compress(payload: bytes, level: int = 0, by_columns: bool = False) -> bytes:
     """
     if not spans.code_spans(payload):
         return bytes([_MODE_WHOLE]) + _pack_stream(payload)
-    mode, records = MODE_SPLIT, group_records(payload)
     if by_columns:
         from stages.codec import columns
         mode, records = columns.group_records(payload)
+    else:
+        mode, records = MODE_SPLIT, group_records(payload)
     rest = spans.cut(payload, spans.code_spans(payload))
     return b"".join([bytes([mode, len(records)]), *records.values(), _pack_stream(rest)])
 
@@ -228,11 +229,16 @@ def decompress(body: bytes) -> bytes:
     groups, pos = [], 2
     for _ in range(body[1]):
         members, pos = read_head(body, pos)
-        lo, counts, words, pos = read_record(body, pos)
-        model = lo, counts, words
-        groups.append((members, int(counts.sum(dtype=np.uint64)),
-                       lambda chosen, m=model: split_codes(decode_symbols(*m), chosen)))
+        group, pos = read_group(body, pos, members)
+        groups.append(group)
     return rebuild(unpack_stream(body[pos:]), groups)
+
+
+def read_group(body: bytes, pos: int, members: np.ndarray) -> tuple[tuple, int]:
+    """A group's one-histogram record at `pos` as `rebuild` takes it, and the position after."""
+    lo, counts, words, pos = read_record(body, pos)
+    return (members, int(counts.sum(dtype=np.uint64)),
+            lambda chosen: split_codes(decode_symbols(lo, counts, words), chosen)), pos
 
 
 def read_head(body: bytes, pos: int) -> tuple[np.ndarray, int]:

@@ -22,7 +22,6 @@ ans (mode 1), byte for byte.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 
 import numpy as np
 
@@ -53,7 +52,7 @@ def unpack_ids(body: bytes, pos: int, cols: int) -> tuple[np.ndarray, int]:
     return (bits.reshape(cols, ID_BITS) * weights).sum(1).astype(np.uint8), pos + n
 
 
-def encode_section(mats: list[np.ndarray], encode_symbols: Callable[[np.ndarray], bytes]) -> bytes:
+def encode_section(mats: list[np.ndarray]) -> bytes:
     """The section of a group whose code matrices (each (rows, cols) int8) are `mats`, from its
     BUCKETS byte on."""
     ids = [column_buckets(q) for q in mats]
@@ -64,12 +63,11 @@ def encode_section(mats: list[np.ndarray], encode_symbols: Callable[[np.ndarray]
                for b in range(BUCKETS)]
     records = [(b, s) for b, s in enumerate(streams) if s.size]
     out.append(struct.pack("<B", len(records)))
-    out += [struct.pack("<B", b) + encode_symbols(s) for b, s in records]
+    out += [struct.pack("<B", b) + ans.encode_symbols(s) for b, s in records]
     return b"".join(out)
 
 
-def read_section(body: bytes, pos: int, tensors: int,
-                 read_record: Callable) -> tuple[tuple[list, dict], int]:
+def read_section(body: bytes, pos: int, tensors: int) -> tuple[tuple[list, dict], int]:
     """Parse a section at `pos` (just after its u8 BUCKETS) for a group of `tensors` tensors,
     without decoding: ((bucket ids per tensor, bucket -> record model), the position after it)."""
     ids = []
@@ -85,13 +83,12 @@ def read_section(body: bytes, pos: int, tensors: int,
         (b,) = struct.unpack_from("<B", body, pos)
         if b >= BUCKETS or b in models:
             raise ValueError("bad column bucket record")
-        *model, pos = read_record(body, pos + 1)
+        *model, pos = ans.read_record(body, pos + 1)
         models[b] = model
     return (ids, models), pos
 
 
-def decode_section(section: tuple[list, dict], shapes: list[tuple[int, int]],
-                   decode_symbols: Callable) -> list[np.ndarray]:
+def decode_section(section: tuple[list, dict], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
     """Each tensor's codes (row-major, int8) from a parsed section and the tensors' (rows, cols)."""
     ids, models = section
     if [len(t) for t in ids] != [c for _, c in shapes]:
@@ -104,7 +101,7 @@ def decode_section(section: tuple[list, dict], shapes: list[tuple[int, int]],
     for b, (lo, counts, words) in sorted(models.items()):
         if int(counts.sum(dtype=np.uint64)) != sizes[b]:  # checked before decoding anything
             raise ValueError("column bucket size does not match its columns")
-        stream, pos = decode_symbols(lo, counts, words), 0
+        stream, pos = ans.decode_symbols(lo, counts, words), 0
         for q, t_ids in zip(out, ids):
             cols = t_ids == b
             n = q.shape[0] * int(cols.sum())
@@ -120,10 +117,9 @@ def group_records(payload: bytes) -> tuple[int, dict[str, bytes]]:
     for group, (members, head) in ans.group_heads(payload).items():
         heads[group] = head
         plain[group] = ans.encode_symbols(spans.symbols(payload, members))
-        mats = [np.frombuffer(payload, np.int8, s.size, s.start).reshape(s.matrix_shape)
-                for s in members]  # (rows, cols) each
+        mats = [spans.matrix(payload, s) for s in members]
         if any(q.shape[1] > 1 for q in mats):
-            by_column[group] = encode_section(mats, ans.encode_symbols)
+            by_column[group] = encode_section(mats)
     sections = {g: by_column[g] if g in by_column and len(by_column[g]) < 1 + len(plain[g])
                 else bytes([ONE_HISTOGRAM]) + plain[g] for g in heads}
     if sum(map(len, sections.values())) >= sum(map(len, plain.values())):
@@ -139,14 +135,11 @@ def decompress(body: bytes) -> bytes:
         if pos >= len(body) or body[pos] not in (ONE_HISTOGRAM, BUCKETS):
             raise ValueError("unknown group context")
         if body[pos] == ONE_HISTOGRAM:
-            lo, counts, words, pos = ans.read_record(body, pos + 1)
-            groups.append((members, int(counts.sum(dtype=np.uint64)),
-                           lambda chosen, m=(lo, counts, words): ans.split_codes(
-                               ans.decode_symbols(*m), chosen)))
+            group, pos = ans.read_group(body, pos + 1, members)
+            groups.append(group)
             continue
-        section, pos = read_section(body, pos + 1, len(members), ans.read_record)
+        section, pos = read_section(body, pos + 1, len(members))
         n = sum(int(c.sum(dtype=np.uint64)) for _, c, _ in section[1].values())
         groups.append((members, n, lambda chosen, sec=section: [
-            q.tobytes() for q in decode_section(sec, [s.matrix_shape for s in chosen],
-                                                ans.decode_symbols)]))
+            q.tobytes() for q in decode_section(sec, [s.matrix_shape for s in chosen])]))
     return ans.rebuild(ans.unpack_stream(body[pos:]), groups)

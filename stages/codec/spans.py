@@ -74,6 +74,11 @@ def symbols(payload: bytes, spans: list[TensorSpan]) -> np.ndarray:
     return np.concatenate([np.frombuffer(payload, np.int8, s.size, s.start) for s in spans])
 
 
+def matrix(payload: bytes, span: TensorSpan) -> np.ndarray:
+    """A code tensor's int8 codes as (rows, cols): its first dimension by the rest."""
+    return np.frombuffer(payload, np.int8, span.size, span.start).reshape(span.matrix_shape)
+
+
 def group_symbols(payload: bytes) -> dict[str, np.ndarray]:
     """Each tensor group's codes (int8), in canonical group order; empty for a float checkpoint."""
     return {g: symbols(payload, spans) for g, spans in group_spans(code_spans(payload)).items()}

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import brotli
 
+from stages.codec.blob import ANS_CODECS
 from stages.errors import GolfError
 from stages.submit.pack import pack_sources
 
@@ -47,12 +48,12 @@ def _ttt(p: dict) -> bool:
 
 
 def _codes_spans(p: dict) -> bool:
-    return p["compress"]["codec"].startswith("ans") or p["compress"]["layout"] != "plain"
+    return p["compress"]["codec"] in ANS_CODECS or p["compress"]["layout"] != "plain"
 
 
 # Modules a run may do without: module -> whether these (resolved) params need it.
 OPTIONAL: dict[str, Callable[[dict], bool]] = {
-    "stages.codec.ans": lambda p: p["compress"]["codec"].startswith("ans"),
+    "stages.codec.ans": lambda p: p["compress"]["codec"] in ANS_CODECS,
     "stages.codec.columns": lambda p: p["compress"]["codec"] == "ans-columns",
     "stages.codec.contexts": lambda p: p["compress"]["codec"] == "ans-columns",
     "stages.codec.layouts": lambda p: p["compress"]["layout"] != "plain",
@@ -180,6 +181,18 @@ def latin1_literal(data: bytes) -> str:
     return "'''" + "".join(out) + "'''"
 
 
+# The compressors a payload may take (the wrapper imports the chosen one's module by its name).
+PAYLOAD_CODECS: dict[str, Callable[[bytes], bytes]] = {
+    "brotli": lambda doc: brotli.compress(doc, mode=brotli.MODE_TEXT, quality=11, lgwin=24),
+    "lzma": lambda doc: lzma.compress(doc, preset=9 | lzma.PRESET_EXTREME),
+}
+
+
+def payload_document(header: str, sources: dict[str, str]) -> bytes:
+    """The document the wrapper unpacks: the header, then each module as RS name US source."""
+    return (header + "".join(f"{RS}{m}{US}{s}" for m, s in sources.items())).encode()
+
+
 @dataclass(frozen=True)
 class Bundle:
     source: bytes  # the train_gpt.py file
@@ -220,9 +233,8 @@ def build_bundle(params: dict) -> Bundle:
                         separators=(",", ":"))
     if any(RS in s or US in s for s in sources.values()):
         raise BundleError("a module's source holds a payload separator character")
-    doc = (header + "".join(f"{RS}{m}{US}{s}" for m, s in sources.items())).encode()
-    packed = {"brotli": brotli.compress(doc, mode=brotli.MODE_TEXT, quality=11, lgwin=24),
-              "lzma": lzma.compress(doc, preset=9 | lzma.PRESET_EXTREME)}
+    doc = payload_document(header, sources)
+    packed = {name: compress(doc) for name, compress in PAYLOAD_CODECS.items()}
     codec = min(packed, key=lambda c: (len(packed[c]), c))
     text = WRAPPER.format(codec=codec, data=latin1_literal(packed[codec]))
     return Bundle(text.encode("latin-1"), modules, dropped, codec, len(doc))

@@ -96,14 +96,14 @@ def test_ans_records_round_trip_any_int8_codes(codes, repeat):
 def test_column_sections_round_trip_any_shapes(shapes, seed, spread):
     """Any (rows, cols), bucket ids whose bits do not fill a byte, one-column tensors, buckets
     left empty: a group's column section reads back to its codes."""
-    from stages.codec import ans, columns
+    from stages.codec import columns
 
     rng = np.random.default_rng(seed)
     mats = [np.clip(np.round(rng.standard_normal((r, c)) * spread * rng.random(c)), -128, 127)
             .astype(np.int8) for r, c in shapes]
-    section = columns.encode_section(mats, ans.encode_symbols)
+    section = columns.encode_section(mats)
     assert section[0] == columns.BUCKETS
-    parsed, end = columns.read_section(section, 1, len(mats), ans.read_record)
+    parsed, end = columns.read_section(section, 1, len(mats))
     assert end == len(section)
-    decoded = columns.decode_section(parsed, [q.shape for q in mats], ans.decode_symbols)
+    decoded = columns.decode_section(parsed, [q.shape for q in mats])
     assert all(np.array_equal(d, q.ravel()) for d, q in zip(decoded, mats, strict=True))
