@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 
 from stages.artifacts import Artifact
-from stages.quant import lqer
 from stages.quant.registry import QuantizeError
 from stages.tensorfile import LQER_FACTORS, QUANT_SUFFIX, SCALE_SUFFIX
 
@@ -34,7 +33,9 @@ def dequantize(artifact: Artifact) -> dict[str, torch.Tensor]:
             q = artifact.tensors[name + QUANT_SUFFIX].float()
             scale = artifact.tensors[name + SCALE_SUFFIX].float()
             w = q * scale[:, None]  # (rows, rest)
-            if "lqer" in entry:
+            if "lqer" in entry:  # imported here: a train_gpt.py without LQER lacks the module
+                from stages.quant import lqer
+
                 f = {role: artifact.tensors[f"{name}.{role}"] for role in LQER_FACTORS}
                 w = w + lqer.correction(f, entry["lqer"]["group"])
             out[name] = w.reshape(entry["shape"])

@@ -24,7 +24,7 @@ from stages.device import resolve_device
 from stages.model.gpt import roles_for
 from stages.model.roles import Role
 from stages.params import to_dict
-from stages.quant import gptq, grid, lqer, rtn  # noqa: F401  (importing fills the registries)
+from stages.quant import grid, rtn  # noqa: F401  (importing fills the registries; gptq: quantize)
 from stages.quant.params import QuantizeParams
 from stages.quant.registry import QuantizeError, get_grid, get_method
 from stages.tensorfile import FP16_MIN_NORMAL, QUANT_SUFFIX, SCALE_SUFFIX, qmax_for
@@ -81,6 +81,8 @@ def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str,
     """
     if checkpoint.kind != "checkpoint":
         raise QuantizeError(f"quantize takes a checkpoint, got a {checkpoint.kind} artifact")
+    if params.method == "gptq":  # imported by the runs that use it: an RTN train_gpt.py lacks it
+        from stages.quant import gptq  # noqa: F401  (importing registers the method)
     clip_rule, method = get_grid(params.grid), get_method(params.method)
     roles = roles_for(checkpoint.model_config)
     unknown = sorted(set(checkpoint.tensors) - roles.keys())
@@ -119,6 +121,8 @@ def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str,
 
 def _add_lqer(checkpoint: Artifact, tensors: dict, table: dict, params: QuantizeParams) -> None:
     """Store low-rank error factors for the `lqer_top` 2-D matrices with the largest error."""
+    from stages.quant import lqer  # only runs with LQER (a train_gpt.py without it lacks it)
+
     errors = {}
     for name, entry in table.items():
         if entry["scheme"] == "int_per_row" and len(entry["shape"]) == 2:

@@ -10,7 +10,8 @@ Two independent choices, each a plain dict filled in next to its implementations
 
 `quantize.method` and `quantize.grid` pick one of each, so a new solver or clip rule is one function
 plus one registry line, and no caller changes (quantize.py imports the implementations, which fills
-the dicts; QuantizeParams lists the names, and a test holds the two lists equal).
+the dicts: GPTQ's only when a run uses it, so that an RTN run's train_gpt.py does without its code;
+QuantizeParams lists the names, and a test holds the two lists equal).
 """
 
 from __future__ import annotations

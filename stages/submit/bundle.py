@@ -62,6 +62,8 @@ OPTIONAL: dict[str, Callable[[dict], bool]] = {
     "stages.eval.ttt_document": lambda p: _ttt(p) and p["eval"]["ttt_lora_rank"] > 0,
     "stages.eval.ttt_global": lambda p: _ttt(p) and p["eval"]["ttt_lora_rank"] == 0,
     "stages.quant.calibrate": _calibrates,
+    "stages.quant.gptq": lambda p: p["quantize"]["method"] == "gptq",
+    "stages.quant.lqer": lambda p: p["quantize"]["lqer_rank"] > 0,
     "stages.quant.rate": lambda p: p["quantize"]["gptq_rate_lambda"] > 0,
     "stages.train.resume": lambda p: p["train"]["checkpoint_every"] > 0,
 }

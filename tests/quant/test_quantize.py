@@ -73,6 +73,8 @@ def test_groups_get_their_own_bits(tiny_checkpoint):
 
 
 def test_registries_are_the_names_the_params_accept(tiny_checkpoint):
+    import stages.quant.gptq  # noqa: F401  (quantize imports it only when a run asks for GPTQ)
+
     assert set(METHODS) == set(typing.get_args(Method))
     assert set(GRIDS) == set(typing.get_args(Grid))
     with pytest.raises(ConfigError, match="quantize.method must be one of rtn, gptq; got 'awq'"):
