@@ -3,7 +3,7 @@
     python benchmarks/quantizers.py --checkpoint models/averaged.safetensors --data data/tokens
     python benchmarks/quantizers.py ... --equal-bytes 1000000   # every variant fitted to one budget
     python benchmarks/quantizers.py ... --methods gptq --grids sdclip --bits 6 --codecs brotli ans \
-        --clip-sigmas 10 12.85 16 --rate-lambdas 0 0.1 0.3   # rate-aware rounding vs clipping
+        --clip-sigmas 10 12.85 16 --rate-lambdas 0 0.1 0.3   # codecs, rate-aware rounding vs clip
 
 Prints a table; nothing here is a test. Calibration (for gptq and sdclip-hessian) reads the train
 shards of --data; scoring reads its validation split.
@@ -27,33 +27,39 @@ from stages.quant.params import QuantizeParams
 from stages.quant.quantize import quantize, quantize_to_target
 
 
-def bytes_at(curve: list[tuple[float, int]], bpb: float) -> float | None:
-    """Bytes of the (val_bpb, bytes) curve at `bpb`, linearly between its points (None outside)."""
+def interpolate(curve: list[tuple[float, float]], x: float) -> float | None:
+    """y of the (x, y) curve at `x`, linearly between its points (None outside)."""
     curve = sorted(curve)
-    for (b0, n0), (b1, n1) in zip(curve, curve[1:]):
-        if b0 <= bpb <= b1:
-            return n0 if b1 == b0 else n0 + (n1 - n0) * (bpb - b0) / (b1 - b0)
+    for (x0, y0), (x1, y1) in itertools.pairwise(curve):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return None
 
 
 def equal_bpb_table(rows: list[dict], codecs: list[str]) -> None:
-    """Each rate-aware row against plain rounding (lambda 0, its clip sweep) at the same val_bpb:
-    its bytes over the plain curve's bytes with the same codec, and over plain with the first
-    codec (brotli when listed first)."""
-    print(f"\nat equal val_bpb, against lambda 0 across --clip-sigmas (first codec: {codecs[0]}):")
-    print("method | grid | bits | lambda | val_bpb | " + " | ".join(
-        f"{c} / plain {c}" + (f" | {c} / plain {codecs[0]}" if c != codecs[0] else "")
+    """Each row against plain rounding (lambda 0, its clip sweep): with the first codec (brotli
+    when listed first), its bytes over the plain curve's bytes at the same val_bpb, and its val_bpb
+    minus the plain curve's at the same bytes (negative: better); for rate-aware rows also its
+    bytes over the plain curve's with the same codec."""
+    ref = codecs[0]
+    print(f"\nagainst lambda 0 with {ref} across --clip-sigmas: bytes at equal val_bpb, "
+          f"val_bpb gap at equal bytes; rate-aware rows also against lambda 0 with their codec:")
+    print("method | grid | bits | clip_sigmas | lambda | val_bpb | " + " | ".join(
+        f"{c} / plain {ref} | {c} bpb gap" + (f" | {c} / plain {c}" if c != ref else "")
         for c in codecs))
     for r in rows:
-        if not r["lambda"]:
-            continue
         plain = [p for p in rows if p["key"] == r["key"] and not p["lambda"]]
         cells = []
         for c in codecs:
-            for ref in dict.fromkeys((c, codecs[0])):  # same codec, then the first codec
-                at = bytes_at([(p["val_bpb"], p[ref]) for p in plain], r["val_bpb"])
-                cells.append(f"{r[c] / at:.4f}" if at else "outside")
-        print(" | ".join([*map(str, r["key"]), f"{r['lambda']:g}", f"{r['val_bpb']:.4f}", *cells]))
+            at = interpolate([(p["val_bpb"], p[ref]) for p in plain], r["val_bpb"])
+            bpb = interpolate([(p[ref], p["val_bpb"]) for p in plain], r[c])
+            cells += [f"{r[c] / at:.4f}" if at else "outside",
+                      f"{r['val_bpb'] - bpb:+.4f}" if bpb else "outside"]
+            if c != ref:
+                same = interpolate([(p["val_bpb"], p[c]) for p in plain], r["val_bpb"])
+                cells.append(f"{r[c] / same:.4f}" if same and r["lambda"] else "")
+        print(" | ".join([*map(str, r["key"]), f"{r['sigmas']:g}", f"{r['lambda']:g}",
+                          f"{r['val_bpb']:.4f}", *cells]))
 
 
 def main() -> None:
@@ -109,11 +115,12 @@ def main() -> None:
             bpb = evaluate_path(path, args.data, eval_params)["val_bpb"]
             payload = path.read_bytes()
             sizes = {codec: len(pack(payload, codec)) for codec in args.codecs}
-            rows.append({"key": (method, grid, bits), "lambda": lam, "val_bpb": bpb, **sizes})
+            rows.append({"key": (method, grid, bits), "sigmas": sigmas, "lambda": lam,
+                         "val_bpb": bpb, **sizes})
             print(" | ".join([method, grid, str(bits), f"{sigmas:g}", f"{lam:g}", f"{bpb:.4f}",
                               f"{bpb - base:+.4f}", *(f"{n:,}" for n in sizes.values()),
                               f"{mult:.3g}", f"{seconds:.1f}"]), flush=True)
-    if any(r["lambda"] for r in rows):
+    if len(args.clip_sigmas) > 1:
         equal_bpb_table(rows, args.codecs)
 
 
