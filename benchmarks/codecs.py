@@ -1,15 +1,20 @@
 """Compare golf's codecs on one quantized artifact: size, speed, and distance to the entropy bound.
 
     python benchmarks/codecs.py models/quantized.safetensors [--codecs ans zstd] [--repeat 3]
+    python benchmarks/codecs.py --random best --codecs ans ans-columns   # a record's full size
 
 For each codec (at its strongest level) prints the blob bytes, the bits per weight spent on the code
 groups (for `ans` its real per-group records; for the others each group's codes compressed alone),
 the compress and decompress seconds (best of --repeat), and the order-0 entropy bound of the codes.
+With --random PRESET the artifact is configs/PRESET.yaml's model at full size, weights drawn
+N(0, 0.02) and quantized to the preset's bits by RTN on its grid: the times are those of a
+record-sized artifact, the bytes are not a trained model's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -58,15 +63,33 @@ def print_table(path: Path, payload: bytes, rows: list[dict]) -> None:
               f"{r['bound_bpw']:>10.4f} {r['comp_s']:>11.3f} {r['decomp_s']:>13.3f}")
 
 
+def random_payload(preset: str) -> bytes:
+    """A quantized artifact of configs/PRESET.yaml's model at full size from random weights."""
+    from gpu_check import load_preset, random_state  # benchmarks/, on the path as this script's
+
+    from stages.artifacts import Artifact, to_bytes
+    from stages.quant.quantize import quantize
+
+    p = load_preset(preset, dry=False)
+    grid = "sdclip" if p.quantize.grid == "sdclip-hessian" else p.quantize.grid  # no calibration
+    params = dataclasses.replace(p.quantize, method="rtn", grid=grid, device="cpu")
+    return to_bytes(quantize(Artifact("checkpoint", random_state(p.model), p.model), params,
+                             parents={}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("artifact", type=Path, help="a quantized artifact (.safetensors)")
+    parser.add_argument("artifact", type=Path, nargs="?", help="a quantized artifact (.safetensors)")
+    parser.add_argument("--random", metavar="PRESET",
+                        help="instead: configs/PRESET.yaml's model, random weights, full size")
     parser.add_argument("--codecs", nargs="+", default=list(CODECS), choices=list(CODECS))
     parser.add_argument("--repeat", type=int, default=1, help="timing runs per codec (best kept)")
     args = parser.parse_args()
-    payload = args.artifact.read_bytes()
+    if (args.artifact is None) == (args.random is None):
+        parser.error("give an artifact or --random PRESET")
+    payload = random_payload(args.random) if args.random else args.artifact.read_bytes()
     rows = [measure(payload, name, args.repeat) for name in args.codecs]
-    print_table(args.artifact, payload, rows)
+    print_table(args.artifact or Path(f"random {args.random}"), payload, rows)
 
 
 if __name__ == "__main__":
