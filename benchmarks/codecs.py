@@ -87,6 +87,11 @@ def main() -> None:
     args = parser.parse_args()
     if (args.artifact is None) == (args.random is None):
         parser.error("give an artifact or --random PRESET")
+    root = Path(__file__).resolve().parent.parent
+    if args.random and not (root / "configs" / f"{args.random}.yaml").is_file():
+        parser.error(f"--random {args.random}: no configs/{args.random}.yaml")
+    if args.artifact and not args.artifact.is_file():
+        parser.error(f"{args.artifact}: no such file")
     payload = random_payload(args.random) if args.random else args.artifact.read_bytes()
     rows = [measure(payload, name, args.repeat) for name in args.codecs]
     print_table(args.artifact or Path(f"random {args.random}"), payload, rows)
