@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 # Run from a checkout without installing: the repository root holds the `stages` package.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from stages.codec.blob import CODECS, get_codec, pack  # noqa: E402
 from stages.codec.entropy import group_report  # noqa: E402
@@ -87,8 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     if (args.artifact is None) == (args.random is None):
         parser.error("give an artifact or --random PRESET")
-    root = Path(__file__).resolve().parent.parent
-    if args.random and not (root / "configs" / f"{args.random}.yaml").is_file():
+    if args.random and not (ROOT / "configs" / f"{args.random}.yaml").is_file():
         parser.error(f"--random {args.random}: no configs/{args.random}.yaml")
     if args.artifact and not args.artifact.is_file():
         parser.error(f"{args.artifact}: no such file")
