@@ -24,8 +24,9 @@ SECTIONS = {"quantize": QuantizeParams}
 @click.option("--grid", default=None,
               help="Shortcut for --set grid=... (percentile, mse, sdclip, sdclip-hessian).")
 @click.option("--calib", default=None, metavar="DATA_DIR|self",
-              help="Calibration for gptq / sdclip-hessian: a data directory (only its train "
-                   "shards are read) or 'self' (text sampled from the model). Ignored otherwise.")
+              help="Calibration for gptq, sdclip-hessian or fisher_alpha: a data directory "
+                   "(only its train shards are read) or 'self' (text sampled from the model). "
+                   "Ignored otherwise.")
 @click.option("--target-bytes", type=click.IntRange(min=1), default=None,
               help="Widen the clips until compressed model + counted code bytes fit.")
 @click.option("--codec", default="zstd", help="Codec that --target-bytes measures with.")
@@ -42,7 +43,8 @@ def command(checkpoint, out, method, grid, calib, target_bytes, codec, params_fi
     kwargs = {"parents": {"checkpoint": digest}}
     if p.needs_calibration():
         if calib is None:
-            raise GolfError(f"quantize {p.method}/{p.grid} needs --calib DATA_DIR or --calib self")
+            what = f"{p.method}/{p.grid}" + (" with fisher_alpha" if p.fisher_alpha else "")
+            raise GolfError(f"quantize {what} needs --calib DATA_DIR or --calib self")
         with LazyBar(calibration_steps(calib, p), "calibrate", "batch") as bar:
             kwargs["hessians"], kwargs["calibration"] = calibrate(ckpt, calib, p, bar.update)
     if target_bytes is not None:

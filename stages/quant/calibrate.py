@@ -128,7 +128,8 @@ def calibrate(checkpoint: Artifact, source: str, params: QuantizeParams,
             'self'): `calibration_steps` in all.
 
     Returns:
-        The Hessians by weight name, and the calibration's provenance.
+        The Hessians by weight name (with `quantize.fisher_alpha`, each matrix's row Fisher
+        too: stages/quant/allocate.py), and the calibration's provenance.
     """
     model = build_model(checkpoint.model_config, checkpoint.tensors,
                         device=resolve_device(params.device))
@@ -143,9 +144,14 @@ def calibrate(checkpoint: Artifact, source: str, params: QuantizeParams,
         documents = train_documents(path, train)  # refuses validation documents
         calib = from_train_tokens(train, params)
         calib.provenance["documents"] = documents
-    return collect_hessians(model, calib, on_progress), calib.provenance
+    stats = collect_hessians(model, calib, on_progress)
+    if params.fisher_alpha > 0:  # only runs that allocate steps (a bundle may lack allocate.py)
+        from stages.quant.allocate import collect_row_fisher
+        stats.update(collect_row_fisher(model, calib.batches, on_progress))
+    return stats, calib.provenance
 
 
 def calibration_steps(source: str, params: QuantizeParams) -> int:
     """How many times `calibrate` calls on_progress."""
-    return params.calib_batches * (2 if source == "self" else 1)
+    # a forward pass per batch, and a generation pass (self) and a backward pass (fisher_alpha)
+    return params.calib_batches * (1 + (source == "self") + (params.fisher_alpha > 0))

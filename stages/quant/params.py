@@ -59,6 +59,9 @@ class QuantizeParams:
     gptq_rate_lambda: Annotated[float, Range(0)] = param(
         0.0, "GPTQ: rate-aware rounding, the weight of a code's bits against its squared error "
         "(in steps); 0 = round to nearest")
+    fisher_alpha: Annotated[float, Range(0, 1)] = param(
+        0.0, "row steps toward equal loss per bit by each row's Fisher on the calibration tokens "
+        "(stages/quant/allocate.py): 0 = the grid's steps, 1 = the full rule")
     calib_batches: Positive = param(16, "calibration batches")
     calib_batch_seqs: Positive = param(8, "sequences per calibration batch")
     calib_seq_len: Positive = param(256, "tokens per calibration sequence")
@@ -78,5 +81,5 @@ class QuantizeParams:
         return self.group_clip_sigmas.get(group, self.clip_sigmas)
 
     def needs_calibration(self) -> bool:
-        """Whether the method or the grid needs a Hessian (and so --calib)."""
-        return self.method == "gptq" or self.grid == "sdclip-hessian"
+        """Whether the method, the grid or the step allocation needs calibration (--calib)."""
+        return self.method == "gptq" or self.grid == "sdclip-hessian" or self.fisher_alpha > 0

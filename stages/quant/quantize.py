@@ -9,7 +9,8 @@ Scales are stored in fp16 and the codes are computed against the fp16-rounded sc
 dequantized is exactly what was optimised. The layout of the result: format.py.
 
 Methods that need calibration (GPTQ) or grids that do (sdclip-hessian) receive each weight's input
-Hessian from calibrate.py; the artifact records where the calibration tokens came from.
+Hessian from calibrate.py; the artifact records where the calibration tokens came from. With
+`fisher_alpha` > 0, each row's clip is then scaled by its loss sensitivity (allocate.py).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def _keep_float(role: Role, t: torch.Tensor) -> dict:
     return {"scheme": scheme, "dtype": str(t.dtype).removeprefix("torch.")}
 
 
-def _prune(w: torch.Tensor, frac: float) -> torch.Tensor:
-    """Zero the `frac` smallest-magnitude entries (magnitude pruning before quantization)."""
+def rows_of(t: torch.Tensor, frac: float) -> torch.Tensor:
+    """The float rows (rows, rest) that quantization rounds, with the `frac` smallest-magnitude
+    entries zeroed (magnitude pruning before quantization)."""
+    w = t.float().reshape(t.shape[0], -1) if t.ndim >= 2 else t.float().reshape(1, -1)
     k = int(frac * w.numel())
     if k == 0:
         return w
@@ -46,13 +49,14 @@ def _prune(w: torch.Tensor, frac: float) -> torch.Tensor:
 
 def _quantize_tensor(name: str, t: torch.Tensor, group: str, params: QuantizeParams, clip_rule,
                      method, h: torch.Tensor | None, device: torch.device,
-                     table: dict) -> dict[str, torch.Tensor]:
-    """`name.q` and `name.scale` of one float tensor; its storage entry goes to `table`."""
+                     table: dict, multiplier: torch.Tensor | float = 1.0) -> dict[str, torch.Tensor]:
+    """`name.q` and `name.scale` of one float tensor; its storage entry goes to `table`.
+    `multiplier`: the allocation's factor on each row's clip (allocate.py)."""
     bits = params.bits_for(group)
     qmax = qmax_for(bits)
-    w = t.float().reshape(t.shape[0], -1) if t.ndim >= 2 else t.float().reshape(1, -1)  # (rows, rest)
-    w = _prune(w, params.prune_frac)
-    clip = clip_rule(w, params, qmax=qmax, group=group, hessian=h) * params.clip_multiplier
+    w = rows_of(t, params.prune_frac)
+    clip = clip_rule(w, params, qmax=qmax, group=group, hessian=h) * params.clip_multiplier \
+        * multiplier
     # Floor at fp16's smallest normal number (an all-zero row would otherwise divide by zero),
     # then round to fp16 first: the codes are then optimal for the scales that are stored.
     scale = (clip.float() / qmax).clamp_min(FP16_MIN_NORMAL).half().float()
@@ -95,6 +99,10 @@ def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str,
     device = resolve_device(params.device)
     tensors: dict[str, torch.Tensor] = {}
     table: dict[str, dict] = {}
+    multipliers = {}
+    if params.fisher_alpha > 0:  # only runs that allocate steps (a bundle may lack allocate.py)
+        from stages.quant.allocate import allocate
+        multipliers = allocate(checkpoint.tensors, roles, hessians, params, clip_rule)
     for name in sorted(checkpoint.tensors):
         t = checkpoint.tensors[name]
         if not t.is_floating_point():
@@ -106,7 +114,7 @@ def quantize(checkpoint: Artifact, params: QuantizeParams, *, parents: dict[str,
         else:
             tensors.update(_quantize_tensor(name, t, roles[name].group, params, clip_rule,
                                             method, hessians.get(name) if t.ndim == 2 else None,
-                                            device, table))
+                                            device, table, multipliers.get(name, 1.0)))
         if on_progress:
             on_progress(1)
     if params.lqer_rank > 0:

@@ -39,8 +39,9 @@ class BundleError(GolfError):
     """A bundle that cannot be built for these params."""
 
 
-def _calibrates(p: dict) -> bool:
-    return p["quantize"]["method"] == "gptq" or p["quantize"]["grid"] == "sdclip-hessian"
+def _calibrates(p: dict) -> bool:  # QuantizeParams.needs_calibration
+    q = p["quantize"]
+    return q["method"] == "gptq" or q["grid"] == "sdclip-hessian" or q["fisher_alpha"] > 0
 
 
 def _ttt(p: dict) -> bool:
@@ -61,6 +62,7 @@ OPTIONAL: dict[str, Callable[[dict], bool]] = {
     "stages.eval.ttt": _ttt,
     "stages.eval.ttt_document": lambda p: _ttt(p) and p["eval"]["ttt_lora_rank"] > 0,
     "stages.eval.ttt_global": lambda p: _ttt(p) and p["eval"]["ttt_lora_rank"] == 0,
+    "stages.quant.allocate": lambda p: p["quantize"]["fisher_alpha"] > 0,
     "stages.quant.calibrate": _calibrates,
     "stages.quant.gptq": lambda p: p["quantize"]["method"] == "gptq",
     "stages.quant.lqer": lambda p: p["quantize"]["lqer_rank"] > 0,

@@ -42,7 +42,8 @@ train: {max_steps: 6, max_wallclock_seconds: 0, batch_tokens: 1024, seq_len: 64,
         log_every: 2}
 average: {weights: [1, 3]}
 quantize: {method: gptq, grid: sdclip, bits: 6, keep_float_max_numel: 1024, lqer_rank: 2,
-           calib_batches: 2, calib_batch_seqs: 4, calib_seq_len: 64, gptq_rate_lambda: 0.1}
+           calib_batches: 2, calib_batch_seqs: 4, calib_seq_len: 64, gptq_rate_lambda: 0.1,
+           fisher_alpha: 1.0}
 compress: {codec: ans-columns}
 eval: {mode: ttt, seq_len: 64, stride: 32, doc_isolated: true, ttt_lora_rank: 4,
        ttt_chunk_tokens: 32, ttt_optimizer: adamw, ttt_lr: 0.001, ttt_epochs: 1}
