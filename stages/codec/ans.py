@@ -12,7 +12,7 @@ of zstd-22 and brotli-11.
 Body layout (the `data` of a blob; integers little-endian):
 
     mode     u8   1: split (below); 0: not a quantized artifact, the whole payload as one stream;
-                  2: split with column contexts (the ans-columns codec: columns.py)
+                  2: split with column or row contexts (the ans-columns codec: columns.py)
     mode 1:  u8 group count, then per group:
                name     u8 length + ASCII
                tensors  u32 count + u32 each: index into the header's tensors, ordered by offset

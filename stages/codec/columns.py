@@ -1,15 +1,19 @@
-"""Column contexts for the `ans` codec: a group's codes split by how wide their column runs.
+"""Column and row contexts for the `ans` codec: a group's codes split by how wide their column
+(or row) runs.
 
 A trained matrix's columns differ in scale (an MLP's hidden units, an embedding's dimensions), and
-a per-row quantizer leaves that in the codes: a wide column's codes are wide. Per tensor, each
-column gets one of BUCKETS buckets by the mean |code| of the column (equally filled buckets), sent
-as ID_BITS bits per column. The group's codes in bucket b (tensor after tensor, row-major within
-the tensor's bucket-b columns) are one stream under their own histogram. ans.py uses this for a
-group only where it codes smaller than one histogram; `golf compress --report` shows what such a
-context could save at most (contexts.py).
+a per-row quantizer leaves that in the codes: a wide column's codes are wide. Rows differ where the
+steps are not set by the row's own spread (quantize.fisher_alpha gives the rows the loss hardly
+sees coarse steps, so narrow codes). Per tensor, each column gets one of BUCKETS buckets by the
+mean |code| of the column (equally filled buckets), sent as ID_BITS bits per column. The group's
+codes in bucket b (tensor after tensor, row-major within the tensor's bucket-b columns) are one
+stream under their own histogram. Row contexts are the same on the transposed matrices. ans.py
+uses these for a group only where they code smaller than one histogram; `golf compress --report`
+shows what a column context could save at most (contexts.py).
 
 The body is ans.py's split body with mode 2, and after each group's tensor list one byte more:
-1, then the group's one record as in ans; or BUCKETS, then (little-endian)
+1, then the group's one record as in ans; or BUCKETS (columns) or ROW_BUCKETS (rows: the same
+section with rows for columns), then (little-endian)
 
     per tensor: u32 columns, then its bucket ids, ID_BITS each, packed (np.packbits order)
     u8 record count, then per record: u8 bucket, record (ans.encode_symbols)
@@ -30,6 +34,7 @@ from stages.codec.contexts import quantile_buckets
 
 ONE_HISTOGRAM = 1  # a group's context byte: no column contexts
 BUCKETS = 8
+ROW_BUCKETS = 0x80 | BUCKETS  # a group's context byte: row contexts
 ID_BITS = 3  # enough for BUCKETS
 
 
@@ -52,11 +57,19 @@ def unpack_ids(body: bytes, pos: int, cols: int) -> tuple[np.ndarray, int]:
     return (bits.reshape(cols, ID_BITS) * weights).sum(1).astype(np.uint8), pos + n
 
 
-def encode_section(mats: list[np.ndarray]) -> bytes:
+def encode_section(mats: list[np.ndarray], by_rows: bool = False) -> bytes:
     """The section of a group whose code matrices (each (rows, cols) int8) are `mats`, from its
-    BUCKETS byte on."""
-    ids = [column_buckets(q) for q in mats]
-    out = [struct.pack("<B", BUCKETS)]
+    BUCKETS (ROW_BUCKETS) byte on."""
+    if by_rows:
+        mats = [q.T for q in mats]  # (cols, rows): a row's codes are a column here
+        # Buckets by the whole group's rows: a bucket then means one width in every tensor
+        # (steps set by the loss differ more between tensors than within one).
+        means = [np.abs(q.astype(np.int16)).mean(0) for q in mats]
+        edges = np.quantile(np.concatenate(means), np.linspace(0, 1, BUCKETS + 1)[1:-1])
+        ids = [np.searchsorted(edges, m).astype(np.uint8) for m in means]
+    else:
+        ids = [column_buckets(q) for q in mats]
+    out = [struct.pack("<B", ROW_BUCKETS if by_rows else BUCKETS)]
     for q, t_ids in zip(mats, ids, strict=True):
         out += [struct.pack("<I", q.shape[1]), pack_ids(t_ids)]
     streams = [np.concatenate([q[:, t_ids == b].ravel() for q, t_ids in zip(mats, ids)])
@@ -88,8 +101,12 @@ def read_section(body: bytes, pos: int, tensors: int) -> tuple[tuple[list, dict]
     return (ids, models), pos
 
 
-def decode_section(section: tuple[list, dict], shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+def decode_section(section: tuple[list, dict], shapes: list[tuple[int, int]],
+                   by_rows: bool = False) -> list[np.ndarray]:
     """Each tensor's codes (row-major, int8) from a parsed section and the tensors' (rows, cols)."""
+    if by_rows:
+        t = decode_section(section, [(c, r) for r, c in shapes])
+        return [q.reshape(c, r).T.ravel() for q, (r, c) in zip(t, shapes, strict=True)]
     ids, models = section
     if [len(t) for t in ids] != [c for _, c in shapes]:
         raise ValueError("column buckets do not match the tensors' columns")
@@ -111,17 +128,17 @@ def decode_section(section: tuple[list, dict], shapes: list[tuple[int, int]]) ->
 
 
 def group_records(payload: bytes) -> tuple[int, dict[str, bytes]]:
-    """The body mode and each group's record: ans.group_records, with column contexts for the
-    groups where they code smaller than one histogram (and plain ans when no group gains)."""
-    heads, plain, by_column = {}, {}, {}
+    """The body mode and each group's record: ans.group_records, with column or row contexts for
+    the groups where they code smaller than one histogram (and plain ans when no group gains)."""
+    heads, plain, sections = {}, {}, {}
     for group, (members, head) in ans.group_heads(payload).items():
         heads[group] = head
         plain[group] = ans.encode_symbols(spans.symbols(payload, members))
         mats = [spans.matrix(payload, s) for s in members]
-        if any(q.shape[1] > 1 for q in mats):
-            by_column[group] = encode_section(mats)
-    sections = {g: by_column[g] if g in by_column and len(by_column[g]) < 1 + len(plain[g])
-                else bytes([ONE_HISTOGRAM]) + plain[g] for g in heads}
+        tries = [bytes([ONE_HISTOGRAM]) + plain[group]]
+        tries += [encode_section(mats, by_rows) for by_rows in (False, True)
+                  if any(q.shape[0 if by_rows else 1] > 1 for q in mats)]
+        sections[group] = min(tries, key=len)  # the first of the shortest: one histogram on ties
     if sum(map(len, sections.values())) >= sum(map(len, plain.values())):
         return ans.MODE_SPLIT, {g: heads[g] + plain[g] for g in heads}
     return ans.MODE_COLUMNS, {g: heads[g] + sections[g] for g in heads}
@@ -132,14 +149,15 @@ def decompress(body: bytes) -> bytes:
     groups, pos = [], 2
     for _ in range(body[1]):
         members, pos = ans.read_head(body, pos)
-        if pos >= len(body) or body[pos] not in (ONE_HISTOGRAM, BUCKETS):
+        if pos >= len(body) or body[pos] not in (ONE_HISTOGRAM, BUCKETS, ROW_BUCKETS):
             raise ValueError("unknown group context")
         if body[pos] == ONE_HISTOGRAM:
             group, pos = ans.read_group(body, pos + 1, members)
             groups.append(group)
             continue
+        by_rows = body[pos] == ROW_BUCKETS
         section, pos = read_section(body, pos + 1, len(members))
         n = sum(int(c.sum(dtype=np.uint64)) for _, c, _ in section[1].values())
-        groups.append((members, n, lambda chosen, sec=section: [
-            q.tobytes() for q in decode_section(sec, [s.matrix_shape for s in chosen])]))
+        groups.append((members, n, lambda chosen, sec=section, r=by_rows: [
+            q.tobytes() for q in decode_section(sec, [s.matrix_shape for s in chosen], r)]))
     return ans.rebuild(ans.unpack_stream(body[pos:]), groups)

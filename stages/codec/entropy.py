@@ -8,7 +8,7 @@ for the general-purpose codecs that group's codes compressed alone at the same l
 
 Beside them, what a context model could save: the fewest bits of the group's code matrices under
 one of the contexts a decoder knows (contexts.py), a bound; the ans-columns codec codes the
-column-scale one where it pays (columns.py).
+column-scale one, or a row-scale one, where it pays (columns.py).
 """
 
 from __future__ import annotations
@@ -97,5 +97,5 @@ def format_group_table(report: dict) -> list[str]:
                      f"{round(row['context_bound_bytes']):>12,} "
                      f"{round(row['context_saving_bytes']):>+10,}  {row['context']}")
     lines.append("  ctx: fewest bytes under one decoder-side context (stages/codec/contexts.py), "
-                 "a bound; the ans-columns codec codes column scale where it pays")
+                 "a bound; the ans-columns codec codes column or row scale where it pays")
     return lines

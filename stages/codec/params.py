@@ -18,7 +18,7 @@ class CompressParams:
     codec: Literal["zstd", "brotli", "lzma", "ans", "ans-columns"] = param(
         "zstd", "zstd, brotli, lzma, ans (each tensor group's codes entropy-coded with rANS "
                 "under the group's histogram, the rest with zstd/brotli), or ans-columns (ans, "
-                "with a group's codes split by column scale where that codes smaller)")
+                "with a group's codes split by column or row scale where that codes smaller)")
     level: Annotated[int, Range(0)] | None = param(
         None, "codec level; null = the codec's strongest (zstd 22, brotli 11, lzma 9)")
     layout: Literal["plain", "shuffle", "grouped", "bitpack"] = param(

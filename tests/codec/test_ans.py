@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.codec import ans
+from stages.codec import ans, columns, spans
 from stages.codec.blob import BlobError, pack, unpack
 from stages.codec.entropy import group_report
 from stages.codec.spans import group_symbols
@@ -103,6 +103,31 @@ def test_column_contexts_code_smaller_where_columns_differ_and_round_trip():
     assert len(with_columns) < len(plain)
     r = group_report(payload, "ans-columns", 0)["groups"]["mlp_down"]
     assert r["bytes"] < r["bound_bytes"]  # below what one histogram can reach
+
+
+def _row_widths(seed: int) -> bytes:
+    """Gaussian weights, int6 per row with the clip at the row's maximum; in the MLP's up
+    projections three rows in four hold one large outlier, so their other codes are narrow (rows
+    of different width, as steps set by the loss make them: quantize.fisher_alpha)."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=256, num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2)
+    tensors = {k: torch.randn_like(v) * 0.02 for k, v in GPT(cfg).state_dict().items()}
+    for k, w in tensors.items():
+        if k.endswith("mlp.fc.weight"):  # (hidden, model_dim)
+            w[torch.arange(w.shape[0]) % 4 != 0, 0] = 1.0
+    return quantized_payload(tensors, cfg, bits=6, clip_percentile=100.0)
+
+
+def test_row_contexts_code_smaller_where_rows_differ_and_round_trip():
+    payload = _row_widths(0)
+    with_rows, plain = pack(payload, "ans-columns"), pack(payload, "ans")
+    assert unpack(with_rows, "r.golf").payload == payload
+    records = ans.group_records(payload, by_columns=True)
+    members, _ = ans.group_heads(payload)["mlp_up"]
+    by_rows = columns.encode_section([spans.matrix(payload, m) for m in members], by_rows=True)
+    assert records["mlp_up"].endswith(by_rows)  # the group chose its row contexts
+    assert len(records["mlp_up"]) < 0.9 * len(ans.group_records(payload)["mlp_up"])
+    assert len(with_rows) < len(plain)
 
 
 def test_without_column_structure_ans_columns_writes_the_ans_body(gaussian_int6):

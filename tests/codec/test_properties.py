@@ -92,18 +92,20 @@ def test_ans_records_round_trip_any_int8_codes(codes, repeat):
 
 @SETTINGS
 @given(shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 37)), min_size=1, max_size=4),
-       seed=st.integers(0, 2**31 - 1), spread=st.sampled_from([0, 1, 5, 60]))
-def test_column_sections_round_trip_any_shapes(shapes, seed, spread):
-    """Any (rows, cols), bucket ids whose bits do not fill a byte, one-column tensors, buckets
-    left empty: a group's column section reads back to its codes."""
+       seed=st.integers(0, 2**31 - 1), spread=st.sampled_from([0, 1, 5, 60]),
+       by_rows=st.booleans())
+def test_column_and_row_sections_round_trip_any_shapes(shapes, seed, spread, by_rows):
+    """Any (rows, cols), bucket ids whose bits do not fill a byte, one-column (one-row) tensors,
+    buckets left empty: a group's column or row section reads back to its codes."""
     from stages.codec import columns
 
     rng = np.random.default_rng(seed)
-    mats = [np.clip(np.round(rng.standard_normal((r, c)) * spread * rng.random(c)), -128, 127)
+    mats = [np.clip(np.round(rng.standard_normal((r, c)) * spread
+                             * rng.random((r, 1) if by_rows else c)), -128, 127)
             .astype(np.int8) for r, c in shapes]
-    section = columns.encode_section(mats)
-    assert section[0] == columns.BUCKETS
+    section = columns.encode_section(mats, by_rows)
+    assert section[0] == (columns.ROW_BUCKETS if by_rows else columns.BUCKETS)
     parsed, end = columns.read_section(section, 1, len(mats))
     assert end == len(section)
-    decoded = columns.decode_section(parsed, [q.shape for q in mats])
+    decoded = columns.decode_section(parsed, [q.shape for q in mats], by_rows)
     assert all(np.array_equal(d, q.ravel()) for d, q in zip(decoded, mats, strict=True))
