@@ -15,10 +15,13 @@ moves each row's step from the grid's toward this rule:
     clip_i = grid clip_i * max(clamp(m_i, 1 / CLAMP, CLAMP), MIN_SIGMAS * std_i / grid clip_i)
 
 so the mean step stays where the grid put it and `clip_sigmas` (or `clip_multiplier`) remains the
-size knob; the rule spends fewer bytes there, so the same val_bpb comes at a wider clip. F comes from the calibration batches (train shards or self-generated text, never
-validation), one backward pass each; a batch's squared mean gradient is its per-sequence Fisher
-over the batch size plus the squared mean gradient, the same factor on every row, which the
-normalisation removes. GPTQ then shapes each row's error over its columns as before.
+size knob; the rule spends fewer bytes there, so the same val_bpb comes at a wider clip.
+
+F comes from the calibration batches (train shards or self-generated text, never validation), in
+backward passes of MICRO_SEQS sequences. A pass's squared mean gradient estimates the
+per-sequence Fisher over the pass's size (plus the squared mean gradient, small near a minimum):
+a factor common to every row, which the normalisation removes. GPTQ then shapes each row's error
+over its columns as before.
 """
 
 from __future__ import annotations
@@ -38,28 +41,33 @@ ROW_FISHER = ".row_fisher"  # key suffix of a weight's row Fisher among the cali
 # val_bpb rises with the clip). CLAMP keeps a row the loss never moves (F = 0) to a finite scale.
 CLAMP = 8.0
 MIN_SIGMAS = 4.0
+# Sequences per backward pass: bounds the activations a record-sized calibration batch (48 x 2048
+# tokens) would hold for its backward pass.
+MICRO_SEQS = 8
 
 
 def collect_row_fisher(model: nn.Module, batches: list[torch.Tensor],
                        on_progress: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
-    """Each parameter's row Fisher (rows,), the mean over `batches` of the squared next-token loss
-    gradient averaged over the row, keyed by `name + ROW_FISHER`."""
+    """Each parameter's row Fisher (rows,): over `batches`, MICRO_SEQS sequences a pass, the mean
+    squared next-token loss gradient, averaged over the row; keyed by `name + ROW_FISHER`."""
     params = dict(model.named_parameters())
     sums = {n: torch.zeros(p.size(0) if p.ndim >= 2 else 1, dtype=torch.float64, device=p.device)
             for n, p in params.items()}  # rows as quantize.py views the tensor
     device = next(model.parameters()).device
     model.eval()
+    passes = 0
     for batch in batches:
-        x = batch.to(device)  # (B, T): predict tokens 1..T-1 from 0..T-2
-        model.zero_grad(set_to_none=True)
-        model.loss(x[:, :-1], x[:, 1:]).backward()
-        for n, p in params.items():
-            if p.grad is not None:
-                sums[n] += p.grad.double().square().reshape(sums[n].numel(), -1).mean(dim=1)
+        for x in batch.to(device).split(MICRO_SEQS):  # (b, T): predict 1..T-1 from 0..T-2
+            model.zero_grad(set_to_none=True)
+            model.loss(x[:, :-1], x[:, 1:]).backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    sums[n] += p.grad.double().square().reshape(sums[n].numel(), -1).mean(dim=1)
+            passes += 1
         if on_progress:
             on_progress(1)
     model.zero_grad(set_to_none=True)
-    return {n + ROW_FISHER: (s / len(batches)).float().cpu() for n, s in sums.items()}
+    return {n + ROW_FISHER: (s / passes).float().cpu() for n, s in sums.items()}
 
 
 def allocate(tensors: dict[str, torch.Tensor], roles: dict, stats: dict[str, torch.Tensor],

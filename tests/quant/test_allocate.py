@@ -74,23 +74,26 @@ def test_rows_the_loss_never_moves_get_the_coarsest_step_and_leave_the_mean_alon
     assert torch.isfinite(d).all()
 
 
-def test_row_fisher_is_the_mean_squared_batch_gradient_per_row(tiny_checkpoint):
+def test_row_fisher_is_the_mean_squared_pass_gradient_per_row(tiny_checkpoint):
     model = build_model(tiny_checkpoint.model_config, tiny_checkpoint.tensors)
-    batches = [torch.randint(0, tiny_checkpoint.model_config.vocab_size, (2, 17),
-                             generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    vocab = tiny_checkpoint.model_config.vocab_size
+    batches = [torch.randint(0, vocab, (seqs, 17), generator=torch.Generator().manual_seed(s))
+               for s, seqs in enumerate([2, 3, allocate.MICRO_SEQS + 2])]  # the last: two passes
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     seen = []
     fisher = collect_row_fisher(model, batches, seen.append)
-    assert len(seen) == 3
+    assert len(seen) == 3  # progress by calibration batch
     params = dict(model.named_parameters())
     assert fisher.keys() == {n + ROW_FISHER for n in params}
     expect = {n: torch.zeros(fisher[n + ROW_FISHER].numel(), dtype=torch.float64) for n in params}
-    for x in batches:  # each batch's own gradient, not one accumulated over the batches
+    passes = [x for b in batches for x in b.split(allocate.MICRO_SEQS)]
+    for x in passes:  # each pass's own gradient, not one accumulated over the passes
         grads = torch.autograd.grad(model.loss(x[:, :-1], x[:, 1:]), list(params.values()),
                                     allow_unused=True)
         for (n, p), g in zip(params.items(), grads, strict=True):
             if g is not None:
-                expect[n] += g.double().square().reshape(expect[n].numel(), -1).mean(dim=1) / 3
+                expect[n] += g.double().square().reshape(expect[n].numel(), -1).mean(dim=1) \
+                    / len(passes)
     for n, p in params.items():
         assert fisher[n + ROW_FISHER].shape == (p.size(0) if p.ndim >= 2 else 1,)
         assert torch.allclose(fisher[n + ROW_FISHER].double(), expect[n], rtol=1e-4, atol=1e-20), n
