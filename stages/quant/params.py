@@ -61,7 +61,8 @@ class QuantizeParams:
         "(in steps); 0 = round to nearest")
     fisher_alpha: Annotated[float, Range(0, 1)] = param(
         0.0, "row steps toward equal loss per bit by each row's Fisher on the calibration tokens "
-        "(stages/quant/allocate.py): 0 = the grid's steps, 1 = the full rule")
+        "(stages/quant/allocate.py): 0 = the grid's steps, 1 = the full rule; its rows differ in "
+        "width, which compress.codec ans-columns codes (plain ans does not)")
     calib_batches: Positive = param(16, "calibration batches")
     calib_batch_seqs: Positive = param(8, "sequences per calibration batch")
     calib_seq_len: Positive = param(256, "tokens per calibration sequence")
