@@ -82,6 +82,9 @@ def allocate(tensors: dict[str, torch.Tensor], roles: dict, stats: dict[str, tor
             if name + ROW_FISHER not in stats:
                 raise QuantizeError(f"quantize.fisher_alpha needs the row Fisher of {name} from "
                                     f"calibration (--calib)")
+            if not torch.isfinite(stats[name + ROW_FISHER]).all():  # a diverged model's loss
+                raise QuantizeError(f"the row Fisher of {name} is not finite: the calibration "
+                                    f"loss overflowed")
             w, group = rows_of(t, params.prune_frac), roles[name].group
             qmax = qmax_for(params.bits_for(group))
             clip = clip_rule(w, params, qmax=qmax, group=group,

@@ -138,3 +138,8 @@ def test_allocation_without_the_fisher_is_refused(tiny_checkpoint):
     with pytest.raises(QuantizeError, match="fisher_alpha needs the row Fisher of "):
         quantize(tiny_checkpoint, QuantizeParams(**CALIB, fisher_alpha=1.0), parents={},
                  hessians={})
+    broken = {n + ROW_FISHER: torch.full((t.shape[0] if t.ndim >= 2 else 1,), float("nan"))
+              for n, t in tiny_checkpoint.tensors.items()}
+    with pytest.raises(QuantizeError, match="row Fisher of .* is not finite"):
+        quantize(tiny_checkpoint, QuantizeParams(**CALIB, fisher_alpha=1.0), parents={},
+                 hessians=broken)
