@@ -22,7 +22,9 @@ it passes, so the run ends in time even if a compile hangs):
   gptq            calibration (Hessians) and GPTQ with the best preset's quantize settings on the
                   best model at full size, then the preset's codec: seconds and bytes. The weights
                   are random N(0, 0.02), not trained: the times are real, the sizes are not the
-                  shipped ones (trained weights compress differently)
+                  shipped ones (trained weights compress differently). Then the Fisher pass that
+                  quantize.fisher_alpha adds to calibration, time-boxed: s per batch, projected
+                  seconds and peak memory
   eval            the best preset's eval on a slice of synthetic validation tokens (documents of
                   exponential length, mean 958 = 47.9 M tokens / 50,000 documents), as `sliding`
                   and as the preset's `ttt`, time-boxed; the rate is projected to the 47.9 M-token
@@ -111,7 +113,7 @@ from stages.train.params import TrainParams  # noqa: E402
 SECTIONS = ("peak", "attention", "nccl", "train_baseline", "train_best", "gptq", "eval")
 # Seconds per section: (full run, dry run). They add up to less than the default deadline.
 BUDGET_S = {"peak": (10, 5), "attention": (60, 25), "nccl": (10, 5), "train_baseline": (75, 20),
-            "train_best": (165, 30), "gptq": (40, 20), "eval": (60, 20)}
+            "train_best": (165, 30), "gptq": (55, 20), "eval": (60, 20)}
 DEADLINE_S = (440, 150)
 RUN_LIMIT_S = 480  # the whole device call, start-up included, must stay within 8 minutes
 N_GPUS = 8
@@ -638,7 +640,33 @@ def section_gptq(c: Check, until: float) -> dict:
                                     if e.get("scheme") == "int_per_row"),
            "quantized_bytes": len(payload), "compressed_bytes": len(blob),
            "peak_mem_gib": peak_memory(c.device)}
+    out["fisher"] = _fisher_pass(c, ckpt, data, until)
     return out
+
+
+def _fisher_pass(c: Check, ckpt, data: Path, until: float) -> dict:
+    """What quantize.fisher_alpha adds to calibration: its backward passes (MICRO_SEQS sequences
+    each) over the preset's calibration batches, time-boxed, projected to all of them."""
+    from stages.data.shards import load_train_tokens
+    from stages.model.gpt import build_model
+    from stages.quant.allocate import MICRO_SEQS, collect_row_fisher
+    from stages.quant.calibrate import from_train_tokens
+
+    qp = c.best.quantize
+    batches = from_train_tokens(load_train_tokens(data, ckpt.model_config.vocab_size), qp).batches
+    model = build_model(ckpt.model_config, ckpt.tensors, device=c.device)
+    reset_memory(c.device)
+    times = []
+    for batch in batches:
+        if times and time.perf_counter() + 1.5 * max(times) > until:
+            break  # the section's budget: project from the batches done
+        t0 = time.perf_counter()
+        collect_row_fisher(model, [batch])
+        sync(c.device)
+        times.append(time.perf_counter() - t0)
+    per_batch = statistics.median(times[1:] or times)  # the first pass warms the kernels up
+    return {"micro_seqs": MICRO_SEQS, "batches_timed": len(times), "s_per_batch": per_batch,
+            "projected_s": per_batch * len(batches), "peak_mem_gib": peak_memory(c.device)}
 
 
 def _score(c: Check, model, tokens: torch.Tensor, params: EvalParams, until: float) -> dict:
@@ -880,7 +908,8 @@ def _summary(name: str, s: dict) -> str:
                                          for k in ("before_looping", "after_looping") if k in s),
         "gptq": lambda: (f"Hessians {s['calib_s']:.1f} s, GPTQ {s['gptq_s']:.1f} s, {s['codec']} "
                          f"{s['compress_s']:.1f} s; {s['quantized_bytes']:,} -> "
-                         f"{s['compressed_bytes']:,} B (random weights)"),
+                         f"{s['compressed_bytes']:,} B (random weights); Fisher pass "
+                         f"{s['fisher']['projected_s']:.1f} s projected"),
         "eval": lambda: " | ".join(f"{m} {s[m]['windows_per_s']:.1f} win/s -> "
                                    f"{s[m]['projected_s_8gpu']:.0f} s" for m in s
                                    if isinstance(s[m], dict) and "windows_per_s" in s[m]),
