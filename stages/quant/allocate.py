@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from stages.quant.registry import QuantizeError
-from stages.tensorfile import qmax_for
 
 ROW_FISHER = ".row_fisher"  # key suffix of a weight's row Fisher among the calibration statistics
 # Bounds on a row's multiplier. The rule knows nothing of clipping: a step it wants finer than the
@@ -74,22 +73,20 @@ def allocate(tensors: dict[str, torch.Tensor], roles: dict, stats: dict[str, tor
              params, clip_rule) -> dict[str, torch.Tensor]:
     """The clip multipliers (rows,) of every tensor quantize.py rounds, from the grid's clips
     (`clip_rule`, as quantize.py calls it) and the row Fisher among the calibration `stats`."""
-    from stages.quant.quantize import rows_of  # quantize.py imports this module lazily
+    from stages.quant.quantize import grid_rows  # quantize.py imports this module lazily
 
     rows = {}
     for name, t in tensors.items():
-        if t.is_floating_point() and t.numel() > params.keep_float_max_numel:
+        if t.is_floating_point() and t.numel() > params.keep_float_max_numel:  # quantized
             if name + ROW_FISHER not in stats:
                 raise QuantizeError(f"quantize.fisher_alpha needs the row Fisher of {name} from "
                                     f"calibration (--calib)")
             if not torch.isfinite(stats[name + ROW_FISHER]).all():  # a diverged model's loss
                 raise QuantizeError(f"the row Fisher of {name} is not finite: the calibration "
                                     f"loss overflowed")
-            w, group = rows_of(t, params.prune_frac), roles[name].group
-            qmax = qmax_for(params.bits_for(group))
-            clip = clip_rule(w, params, qmax=qmax, group=group,
-                             hessian=stats.get(name) if t.ndim == 2 else None)
-            rows[name] = clip * params.clip_multiplier, qmax, w
+            w, qmax, clip = grid_rows(t, roles[name].group, params, clip_rule,
+                                      stats.get(name) if t.ndim == 2 else None)
+            rows[name] = clip, qmax, w
     return row_multipliers(rows, stats, params.fisher_alpha, CLAMP, MIN_SIGMAS)
 
 

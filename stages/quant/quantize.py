@@ -36,15 +36,18 @@ def _keep_float(role: Role, t: torch.Tensor) -> dict:
     return {"scheme": scheme, "dtype": str(t.dtype).removeprefix("torch.")}
 
 
-def rows_of(t: torch.Tensor, frac: float) -> torch.Tensor:
-    """The float rows (rows, rest) that quantization rounds, with the `frac` smallest-magnitude
-    entries zeroed (magnitude pruning before quantization)."""
+def grid_rows(t: torch.Tensor, group: str, params: QuantizeParams, clip_rule,
+              h: torch.Tensor | None) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """The float rows (rows, rest) that quantization rounds, with the `prune_frac`
+    smallest-magnitude entries zeroed (magnitude pruning first); the group's qmax; and each row's
+    clip by the grid, times clip_multiplier."""
     w = t.float().reshape(t.shape[0], -1) if t.ndim >= 2 else t.float().reshape(1, -1)
-    k = int(frac * w.numel())
-    if k == 0:
-        return w
-    threshold = w.abs().flatten().kthvalue(k).values
-    return torch.where(w.abs() <= threshold, torch.zeros_like(w), w)
+    k = int(params.prune_frac * w.numel())
+    if k:
+        threshold = w.abs().flatten().kthvalue(k).values
+        w = torch.where(w.abs() <= threshold, torch.zeros_like(w), w)
+    qmax = qmax_for(params.bits_for(group))
+    return w, qmax, clip_rule(w, params, qmax=qmax, group=group, hessian=h) * params.clip_multiplier
 
 
 def _quantize_tensor(name: str, t: torch.Tensor, group: str, params: QuantizeParams, clip_rule,
@@ -52,11 +55,8 @@ def _quantize_tensor(name: str, t: torch.Tensor, group: str, params: QuantizePar
                      table: dict, multiplier: torch.Tensor | float = 1.0) -> dict[str, torch.Tensor]:
     """`name.q` and `name.scale` of one float tensor; its storage entry goes to `table`.
     `multiplier`: the allocation's factor on each row's clip (allocate.py)."""
-    bits = params.bits_for(group)
-    qmax = qmax_for(bits)
-    w = rows_of(t, params.prune_frac)
-    clip = clip_rule(w, params, qmax=qmax, group=group, hessian=h) * params.clip_multiplier \
-        * multiplier
+    w, qmax, clip = grid_rows(t, group, params, clip_rule, h)
+    clip = clip * multiplier
     # Floor at fp16's smallest normal number (an all-zero row would otherwise divide by zero),
     # then round to fp16 first: the codes are then optimal for the scales that are stored.
     scale = (clip.float() / qmax).clamp_min(FP16_MIN_NORMAL).half().float()
@@ -64,7 +64,7 @@ def _quantize_tensor(name: str, t: torch.Tensor, group: str, params: QuantizePar
     q = method(w.to(on), scale.to(on), qmax, hessian=None if h is None else h.to(on),
                block=params.gptq_block, damp=params.gptq_damp,
                act_order=params.gptq_act_order, rate_lambda=params.gptq_rate_lambda).cpu()
-    table[name] = {"scheme": "int_per_row", "bits": bits, "group": group,
+    table[name] = {"scheme": "int_per_row", "bits": params.bits_for(group), "group": group,
                    "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
     return {name + QUANT_SUFFIX: q.contiguous(), name + SCALE_SUFFIX: scale.half()}
 

@@ -39,9 +39,11 @@ class BundleError(GolfError):
     """A bundle that cannot be built for these params."""
 
 
-def _calibrates(p: dict) -> bool:  # QuantizeParams.needs_calibration
-    q = p["quantize"]
-    return q["method"] == "gptq" or q["grid"] == "sdclip-hessian" or q["fisher_alpha"] > 0
+def _calibrates(p: dict) -> bool:
+    from stages.params import build
+    from stages.quant.params import QuantizeParams
+
+    return build(QuantizeParams, p["quantize"]).needs_calibration()
 
 
 def _ttt(p: dict) -> bool:
