@@ -65,8 +65,8 @@ def encode_section(mats: list[np.ndarray], by_rows: bool = False) -> bytes:
         # Buckets by the whole group's rows: a bucket then means one width in every tensor
         # (steps set by the loss differ more between tensors than within one).
         means = [np.abs(q.astype(np.int16)).mean(0) for q in mats]
-        edges = np.quantile(np.concatenate(means), np.linspace(0, 1, BUCKETS + 1)[1:-1])
-        ids = [np.searchsorted(edges, m).astype(np.uint8) for m in means]
+        together = quantile_buckets(np.concatenate(means), BUCKETS).astype(np.uint8)
+        ids = np.split(together, np.cumsum([m.size for m in means])[:-1])
     else:
         ids = [column_buckets(q) for q in mats]
     out = [struct.pack("<B", ROW_BUCKETS if by_rows else BUCKETS)]
