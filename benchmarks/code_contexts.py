@@ -26,7 +26,12 @@ from safetensors.numpy import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from stages.codec.contexts import conditional_bits, context_bits, entropy_bits  # noqa: E402
+from stages.codec.contexts import (  # noqa: E402
+    conditional_bits,
+    context_bits,
+    entropy_bits,
+    quantile_buckets,
+)
 from stages.tensorfile import QUANT_SUFFIX  # noqa: E402
 
 
@@ -56,6 +61,30 @@ def nearest_neighbour_walk(q: np.ndarray) -> np.ndarray:
     return np.array(order)
 
 
+def product_bits(q: np.ndarray, buckets: int = 8) -> float:
+    """Bits of `q` (rows, cols) under the product of its row's and column's scale: each mean
+    |code| in `buckets` equally filled buckets (sent, log2(buckets) bits each), each code's context
+    the product of its two buckets' mean scales, in `buckets` equally filled buckets (histograms
+    paid). A code's spread is its row's spread times its column's if the two act as factors."""
+    mag = np.abs(q)
+    scales = []
+    for axis_mean in (mag.mean(1), mag.mean(0)):  # (rows,), (cols,)
+        ids = quantile_buckets(axis_mean, buckets)
+        centre = np.array([axis_mean[ids == b].mean() if (ids == b).any() else 0.0
+                           for b in range(buckets)])
+        scales.append(centre[ids])
+    log_spread = np.log(np.outer(*scales) + 1e-9)  # (rows, cols)
+    ctx = quantile_buckets(log_spread.ravel(), buckets)
+    return conditional_bits(q.ravel(), ctx) + math.log2(buckets) * sum(q.shape)
+
+
+def byte_plane_bytes(values: np.ndarray) -> int:
+    """brotli-11 bytes of `values` split into byte planes (every value's first byte, then every
+    second byte, ...): a float's sign and exponent bytes repeat where its mantissa's do not."""
+    raw = np.frombuffer(values.tobytes(), np.uint8).reshape(-1, values.dtype.itemsize)  # (n, w)
+    return sum(len(brotli.compress(plane.tobytes(), quality=11)) for plane in raw.T)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("artifact", help="a quantized artifact (golf quantize's output)")
@@ -68,13 +97,14 @@ def main() -> None:
     totals: dict[str, float] = {}
     brotli_bytes = 0
     floors = {"floor: per column": 0.0, "floor: per row": 0.0}
-    above = {"code above": 0.0, "code above, NN rows": 0.0}
+    more = {"row x column scale": 0.0, "code above": 0.0, "code above, NN rows": 0.0}
     for q in matrices.values():
         for name, bits in context_bits(q).items():
             totals[name] = totals.get(name, 0.0) + bits
         permutation = math.lgamma(len(q) + 1) / math.log(2)  # log2(rows!) bits
-        above["code above"] += above_bits(q)
-        above["code above, NN rows"] += above_bits(q[nearest_neighbour_walk(q)]) + permutation
+        more["row x column scale"] += product_bits(q)
+        more["code above"] += above_bits(q)
+        more["code above, NN rows"] += above_bits(q[nearest_neighbour_walk(q)]) + permutation
         floors["floor: per column"] += free_histogram_bits(q, 0)
         floors["floor: per row"] += free_histogram_bits(q, 1)
         brotli_bytes += len(brotli.compress(q.astype(np.int8).tobytes(), quality=11))
@@ -82,8 +112,21 @@ def main() -> None:
     print(f"{len(matrices)} code matrices, {n:,} codes; brotli-11 {brotli_bytes:,} bytes "
           f"({8 * brotli_bytes / n:.4f} bits/code)")
     print(f"{'context':<20} {'bytes':>10} {'bits/code':>10} {'x brotli':>9}")
-    for name, bits in {**totals, **above, **floors}.items():
+    for name, bits in {**totals, **more, **floors}.items():
         print(f"{name:<20} {bits / 8:>10,.0f} {bits / n:>10.4f} {bits / 8 / brotli_bytes:>9.4f}")
+    others: dict[str, list[np.ndarray]] = {}  # "kind dtype" -> the tensors that are not codes
+    for name, t in tensors.items():
+        if name not in matrices and t.size:
+            others.setdefault(f"{name.rsplit('.', 1)[-1]} {t.dtype}", []).append(t.ravel())
+    print(f"\n{'not codes':<30} {'raw':>8} {'brotli-11':>10} {'byte planes':>12}")
+    sums = np.zeros(3, dtype=np.int64)
+    for kind, parts in sorted(others.items()):
+        values = np.concatenate(parts)
+        row = np.array([values.nbytes, len(brotli.compress(values.tobytes(), quality=11)),
+                        byte_plane_bytes(values)])
+        sums += row
+        print(f"{kind:<30} {row[0]:>8,} {row[1]:>10,} {row[2]:>12,}")
+    print(f"{'all':<30} {sums[0]:>8,} {sums[1]:>10,} {sums[2]:>12,}")
 
 
 if __name__ == "__main__":
