@@ -4,12 +4,14 @@
 
 For the int codes of every 2-D quantized tensor, prints the bytes an ideal coder would spend
 under each context a decoder can know (stages/codec/contexts.py says which and how they are
-counted), against brotli-11 on the same codes (each tensor alone). Then the code above as context,
-with rows as stored and re-ordered by a greedy L1 nearest-neighbour walk (the best record's row
-ordering before its column-major ZPAQ; the permutation paid). Then two floors: each column
-(row) under its own histogram, sent for free. No coder that treats a column's (row's) codes as
-draws from one distribution, whatever it knows of the column (row), spends fewer bits, since a
-sample's own histogram codes it in the fewest. Nothing here is a test.
+counted), against brotli-11 on the same codes (each tensor alone). Then the row x column spread
+(`product_bits`), and the code above as context, with rows as stored and re-ordered by a greedy
+L1 nearest-neighbour walk (the best record's row ordering before its column-major ZPAQ; the
+permutation paid). Then two floors: each column (row) under its own histogram, sent for free. No
+coder that treats a column's (row's) codes as draws from one distribution, whatever it knows of
+the column (row), spends fewer bits, since a sample's own histogram codes it in the fewest. Last,
+the tensors that are not codes (row scales, small tensors kept in float): what brotli-11 spends on
+them as stored and split into byte planes. Nothing here is a test.
 """
 
 from __future__ import annotations
