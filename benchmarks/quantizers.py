@@ -22,13 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
+from golfcli.params import load_params
 from stages import artifacts
 from stages.codec.blob import pack, packed_size
 from stages.eval.evaluate import evaluate_path
 from stages.eval.params import EvalParams
-from stages.params import build
 from stages.quant.calibrate import calibrate
 from stages.quant.params import QuantizeParams
 from stages.quant.quantize import quantize, quantize_to_target
@@ -102,8 +100,7 @@ def main() -> None:
     base = evaluate_path(args.checkpoint, args.data, eval_params)["val_bpb"]
     print(f"float checkpoint {args.checkpoint}: val_bpb {base:.4f}")
     if args.params:
-        section = yaml.safe_load(args.params.read_text()).get("quantize", {})
-        base_params = build(QuantizeParams, section)
+        base_params = load_params(args.params, {"quantize": QuantizeParams})["quantize"]
     else:
         base_params = QuantizeParams(keep_float_max_numel=16384)
     if args.keep_float_max_numel is not None:
